@@ -1,0 +1,1 @@
+"""Tamper-evident audit chain: append, verify, signed checkpoints."""

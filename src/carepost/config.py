@@ -1,0 +1,76 @@
+"""Settings from CAREPOST_* environment variables and the workspace's settings file.
+
+Secure values are the defaults. Anything that weakens them exists only for local
+development and carries DEV_INSECURE in its name.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SETTINGS_FILE_NAME = "carepost.toml"
+DEFAULT_DATA_DIR = "carepost-data"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CAREPOST_", extra="ignore")
+
+    data_dir: Path = Field(default=Path(DEFAULT_DATA_DIR))
+    # Empty means the SQLite database inside data_dir.
+    database_url: str = ""
+    # Empty means keys.json inside data_dir.
+    key_file: str = ""
+    # Who the command line acts as in the audit log; empty means cli:<os user>.
+    actor: str = ""
+    # Contacts per database round trip during imports.
+    import_batch_size: int = Field(default=2000, ge=1, le=100_000)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'carepost.db').resolve()}"
+
+    @property
+    def resolved_key_file(self) -> Path:
+        return Path(self.key_file) if self.key_file else self.data_dir / "keys.json"
+
+    @property
+    def settings_file(self) -> Path:
+        return self.data_dir / SETTINGS_FILE_NAME
+
+
+def load_settings(data_dir: Path | None = None) -> Settings:
+    """Environment wins over the settings file; an explicit data_dir wins over both."""
+    env_dir = os.environ.get("CAREPOST_DATA_DIR")
+    base = data_dir or (Path(env_dir) if env_dir else Path(DEFAULT_DATA_DIR))
+    file_values: dict[str, Any] = {}
+    settings_path = base / SETTINGS_FILE_NAME
+    if settings_path.is_file():
+        with settings_path.open("rb") as fh:
+            file_values = tomllib.load(fh).get("carepost", {})
+    init: dict[str, Any] = {k: v for k, v in file_values.items() if _env_name(k) not in os.environ}
+    init["data_dir"] = base
+    return Settings(**init)
+
+
+def _env_name(field: str) -> str:
+    return f"CAREPOST_{field.upper()}"
+
+
+def render_settings_file(settings: Settings) -> str:
+    lines = [
+        "# carepost workspace settings. CAREPOST_* environment variables override these.",
+        "[carepost]",
+        f'database_url = "{settings.database_url}"  # empty: SQLite in this folder',
+        f'key_file = "{settings.key_file}"  # empty: keys.json in this folder',
+        f"import_batch_size = {settings.import_batch_size}",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Contacts, clinical facts and their importers (CSV, FHIR)."""

@@ -1,0 +1,335 @@
+"""CSV contacts: header mapping, per-cell validation with line and column, normalization.
+
+A row is the contact's full current state from this source: re-importing it is a no-op,
+and a changed row replaces the stored record (empty cells mean "no value").
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import tomllib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from carepost.contacts.importers.errors import ImportProblem
+from carepost.contacts.record import RECORD_VERSION, Record
+from carepost.contacts.store import ContactInput
+from carepost.crypto.blind_index import normalize_email, normalize_identifier, normalize_phone
+
+FIELDS = (
+    "external_id", "mrn", "first_name", "middle_name", "last_name", "email", "phone",
+    "birth_date", "sex", "gender_identity", "address_line1", "address_line2", "city",
+    "state", "postal_code", "country", "language", "insurance_type",
+)
+ALIASES = {
+    "id": "external_id", "patient_id": "external_id", "source_id": "external_id",
+    "given_name": "first_name", "firstname": "first_name", "family_name": "last_name",
+    "lastname": "last_name", "surname": "last_name", "e_mail": "email", "email_address": "email",
+    "phone_number": "phone", "mobile": "phone", "dob": "birth_date",
+    "date_of_birth": "birth_date", "birthdate": "birth_date", "gender": "sex",
+    "address": "address_line1", "street": "address_line1", "zip": "postal_code",
+    "zip_code": "postal_code", "zipcode": "postal_code", "postcode": "postal_code",
+    "preferred_language": "language", "insurance": "insurance_type",
+}
+ATTR_PREFIXES = ("attr:", "attr.")
+US_STATES = frozenset(
+    "AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV "
+    "NH NJ NM NY NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY PR VI GU AS MP".split()
+)
+SEX_VALUES = {"f": "female", "female": "female", "m": "male", "male": "male", "o": "other",
+              "other": "other", "u": "unknown", "unknown": "unknown", "x": "other"}
+_EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+_LANG = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*$")
+_US_ZIP = re.compile(r"^\d{5}(?:-\d{4})?$")
+_ATTR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+class MappingError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class CsvMapping:
+    columns: dict[str, str] = field(default_factory=dict)  # header -> field or attr:name
+    date_format: str = "%Y-%m-%d"
+    source_system: str = "csv"
+    delimiter: str = ","
+
+    @classmethod
+    def load(cls, path: Path) -> CsvMapping:
+        try:
+            raw = path.read_bytes()
+            doc: dict[str, Any] = (
+                tomllib.loads(raw.decode()) if path.suffix == ".toml" else orjson.loads(raw)
+            )
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError,
+                orjson.JSONDecodeError) as exc:
+            raise MappingError(f"{path}: cannot read mapping ({exc})") from None
+        columns = doc.get("columns", {})
+        options = doc.get("options", {})
+        if not isinstance(columns, dict) or not isinstance(options, dict):
+            raise MappingError(f"{path}: 'columns' and 'options' must be tables")
+        unknown = set(options) - {"date_format", "source_system", "delimiter"}
+        if unknown:
+            raise MappingError(f"{path}: unknown option(s): {', '.join(sorted(unknown))}")
+        for header, target in columns.items():
+            if not _valid_target(str(target)):
+                raise MappingError(
+                    f"{path}: column {header!r} maps to unknown field {target!r}; "
+                    f"use one of {', '.join(FIELDS)} or attr:<name>"
+                )
+        delimiter = str(options.get("delimiter", ","))
+        if len(delimiter) != 1:
+            raise MappingError(f"{path}: delimiter must be one character")
+        return cls({str(k): str(v) for k, v in columns.items()},
+                   str(options.get("date_format", "%Y-%m-%d")),
+                   str(options.get("source_system", "csv")), delimiter)
+
+
+def _valid_target(target: str) -> bool:
+    if target.startswith(ATTR_PREFIXES):
+        return bool(_ATTR_NAME.match(target[5:]))
+    return target in FIELDS or target == "ignore"
+
+
+def _norm_header(header: str) -> str:
+    return re.sub(r"[^a-z0-9:.]+", "_", header.strip().lower()).strip("_")
+
+
+def resolve_header(headers: list[str], mapping: CsvMapping) -> tuple[list[str], list[ImportProblem]]:
+    """Map each header to a field. Unknown columns are an error: silently dropping a
+    column of patient data is worse than asking the operator to map it."""
+    targets: list[str] = []
+    problems: list[ImportProblem] = []
+    for idx, header in enumerate(headers, start=1):
+        where = f"line 1, column {idx} {header!r}"
+        if header in mapping.columns:
+            targets.append(mapping.columns[header])
+            continue
+        key = _norm_header(header)
+        if key.startswith(ATTR_PREFIXES) and _ATTR_NAME.match(key[5:]):
+            targets.append("attr:" + key[5:])
+        elif key in FIELDS:
+            targets.append(key)
+        elif key in ALIASES:
+            targets.append(ALIASES[key])
+        else:
+            targets.append("ignore")
+            problems.append(ImportProblem(where, "unknown column; map it with --mapping "
+                                          "(to a field, attr:<name> or ignore)"))
+    seen: dict[str, int] = {}
+    for idx, target in enumerate(targets, start=1):
+        if target == "ignore":
+            continue
+        if target in seen:
+            problems.append(ImportProblem(
+                f"line 1, column {idx} {headers[idx - 1]!r}",
+                f"maps to {target}, which column {seen[target]} already provides"))
+        seen[target] = idx
+    return targets, problems
+
+
+class CellError(ValueError):
+    pass
+
+
+def _email(value: str) -> list[str]:
+    out = []
+    for part in value.split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        if len(part) > 254 or not _EMAIL.match(part):
+            raise CellError("not a valid email address")
+        out.append(normalize_email(part))
+    return out
+
+
+def _phone(value: str) -> list[str]:
+    out = []
+    for part in value.split(";"):
+        if not part.strip():
+            continue
+        digits = normalize_phone(part)
+        if not 7 <= len(digits) <= 15:
+            raise CellError("not a phone number (7 to 15 digits)")
+        out.append(digits)
+    return out
+
+
+def _parse_date(value: str, fmt: str, today: date) -> str:
+    try:
+        parsed = datetime.strptime(value, fmt).date()  # noqa: DTZ007 (a date, not a time)
+    except ValueError:
+        raise CellError(f"not a date in the format {fmt}") from None
+    if parsed > today:
+        raise CellError("date of birth is in the future")
+    if parsed.year < 1880:
+        raise CellError("date of birth is before 1880")
+    return parsed.isoformat()
+
+
+@dataclass
+class CsvResult:
+    inputs: list[ContactInput]
+    problems: list[ImportProblem]
+    rows: int
+
+
+def read_csv(path: Path, mapping: CsvMapping, *, today: date,
+             on_row: Callable[[int], None] | None = None) -> CsvResult:
+    inputs: list[ContactInput] = []
+    problems: list[ImportProblem] = []
+    rows = 0
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh, delimiter=mapping.delimiter, strict=True)
+            try:
+                headers = next(reader)
+            except StopIteration:
+                return CsvResult([], [ImportProblem("line 1", "the file is empty")], 0)
+            targets, header_problems = resolve_header(headers, mapping)
+            if header_problems:
+                return CsvResult([], header_problems, 0)
+            for line, row in _rows(reader):
+                rows += 1
+                if len(row) != len(targets):
+                    if not any(cell.strip() for cell in row):
+                        continue  # blank line
+                    problems.append(ImportProblem(
+                        f"line {line}", f"expected {len(targets)} fields, found {len(row)}"))
+                    continue
+                item, row_problems = _convert(line, row, headers, targets, mapping, today)
+                if row_problems:
+                    problems.extend(row_problems)
+                elif item is not None:
+                    inputs.append(item)
+                if on_row is not None and rows % 5000 == 0:
+                    on_row(5000)
+    except UnicodeDecodeError as exc:
+        problems.append(ImportProblem(f"byte {exc.start}", "the file is not valid UTF-8"))
+    except csv.Error as exc:
+        problems.append(ImportProblem(f"line {_csv_line(exc)}", f"malformed CSV ({exc})"))
+    return CsvResult(inputs, problems, rows)
+
+
+def _csv_line(exc: csv.Error) -> str:
+    match = re.search(r"line (\d+)", str(exc))
+    return match.group(1) if match else "?"
+
+
+def _rows(reader: Any) -> Iterator[tuple[int, list[str]]]:
+    start = reader.line_num + 1
+    for row in reader:
+        yield start, row
+        start = reader.line_num + 1
+
+
+def _convert(line: int, row: list[str], headers: list[str], targets: list[str],
+             mapping: CsvMapping, today: date) -> tuple[ContactInput | None, list[ImportProblem]]:
+    values: dict[str, str] = {}
+    attrs: dict[str, str] = {}
+    for target, cell in zip(targets, row, strict=True):
+        cell = cell.strip()
+        if not cell or target == "ignore":
+            continue
+        if target.startswith("attr:"):
+            attrs[target[5:]] = cell
+        else:
+            values[target] = cell
+    record: Record = {"v": RECORD_VERSION}
+    lookups: list[tuple[str, str]] = []
+    problems: list[ImportProblem] = []
+
+    def fail(target: str, message: str) -> None:
+        col = targets.index(target) + 1 if target in targets else 0
+        problems.append(ImportProblem(f"line {line}, column {col} {headers[col - 1]!r}", message))
+
+    try:
+        if "email" in values:
+            emails = _email(values["email"])
+            if emails:
+                record["emails"] = emails
+                lookups.extend(("email", e) for e in emails)
+    except CellError as exc:
+        fail("email", str(exc))
+    try:
+        if "phone" in values:
+            phones = _phone(values["phone"])
+            if phones:
+                record["phones"] = phones
+                lookups.extend(("phone", p) for p in phones)
+    except CellError as exc:
+        fail("phone", str(exc))
+    if "birth_date" in values:
+        try:
+            record["birth_date"] = _parse_date(values["birth_date"], mapping.date_format, today)
+        except CellError as exc:
+            fail("birth_date", str(exc))
+    if "sex" in values:
+        sex = SEX_VALUES.get(values["sex"].lower())
+        if sex is None:
+            fail("sex", "expected female, male, other or unknown (or F, M, O, U)")
+        else:
+            record["sex"] = sex
+    name: dict[str, Any] = {}
+    if "first_name" in values:
+        name["given"] = [values["first_name"]]
+    if "middle_name" in values:
+        name.setdefault("given", []).append(values["middle_name"])
+    if "last_name" in values:
+        name["family"] = values["last_name"]
+    if name:
+        record["name"] = name
+    address: dict[str, Any] = {}
+    lines = [values[k] for k in ("address_line1", "address_line2") if k in values]
+    if lines:
+        address["lines"] = lines
+    country = values.get("country", "").upper()
+    if country:
+        address["country"] = country
+    is_us = country in ("", "US", "USA")
+    if "city" in values:
+        address["city"] = values["city"]
+    if "state" in values:
+        state = values["state"].upper()
+        if is_us and state not in US_STATES:
+            fail("state", "not a US state or territory code (two letters, e.g. MA)")
+        address["state"] = state
+    if "postal_code" in values:
+        postal = values["postal_code"]
+        if is_us and not _US_ZIP.match(postal):
+            fail("postal_code", "not a US ZIP code (12345 or 12345-6789)")
+        address["postal_code"] = postal
+    if address:
+        record["address"] = address
+    if "language" in values:
+        if not _LANG.match(values["language"]):
+            fail("language", "not a language tag (e.g. en, es, zh-Hant)")
+        else:
+            record["language"] = values["language"].lower()
+    if "insurance_type" in values:
+        record["insurance_type"] = values["insurance_type"].lower()
+    if "gender_identity" in values:
+        record["gender_identity"] = values["gender_identity"]
+    if "mrn" in values:
+        record["mrn"] = values["mrn"]
+        lookups.append(("mrn", normalize_identifier(values["mrn"])))
+    if attrs:
+        record["attributes"] = attrs
+    source_key = None
+    if "external_id" in values:
+        source_key = f"csv:{mapping.source_system}:{normalize_identifier(values['external_id'])}"
+    if source_key is None and "emails" not in record:
+        problems.append(ImportProblem(f"line {line}",
+                                      "a row needs an external_id or an email to be matched"))
+    if problems:
+        return None, problems
+    return ContactInput(source_key, record, lookups, "Contact", f"line {line}"), []

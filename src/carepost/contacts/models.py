@@ -1,0 +1,76 @@
+"""Contact tables. PHI lives only in the sealed `phi`/`payload` columns; everything
+plain here (ids, times, kinds, blind indexes, keyed fingerprints) reveals no PHI."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from carepost.db import Base, UTCDateTime
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(String(32))  # importer kind: csv, fhir, api
+    phi: Mapped[bytes] = mapped_column(LargeBinary)
+    phi_fingerprint: Mapped[str] = mapped_column(String(32))
+
+
+class ContactKey(Base):
+    """The contact's data key, wrapped by a KEK version. Deleting this row shreds the contact."""
+
+    __tablename__ = "contact_keys"
+
+    contact_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    dek_version: Mapped[int] = mapped_column(Integer)
+    kek_version: Mapped[int] = mapped_column(Integer, index=True)
+    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ContactLookup(Base):
+    """Blind-index lookups: source identifiers (unique), emails, phones and MRNs."""
+
+    __tablename__ = "contact_lookups"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    value_bi: Mapped[str] = mapped_column(String(32), primary_key=True)
+    contact_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class ClinicalFact(Base):
+    __tablename__ = "clinical_facts"
+    __table_args__ = (UniqueConstraint("contact_id", "source_bi"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    contact_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    source_bi: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    fingerprint: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ImportRun(Base):
+    """One import: counts only, so an operator can see what happened without PHI."""
+
+    __tablename__ = "import_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    summary: Mapped[str] = mapped_column(String)  # JSON counts per resource type

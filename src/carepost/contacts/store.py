@@ -1,0 +1,338 @@
+"""Sealing and batch upserts of contacts and clinical facts.
+
+Imports go through `ContactWriter`: it resolves existing contacts by blind index, seals
+new and changed records under each contact's data key, and writes with executemany in
+the caller's transaction. It never decrypts a record: an imported row is the contact's
+full current state from its source, compared with the stored one by keyed fingerprint.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TypeVar
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from carepost.contacts.models import ClinicalFact, Contact, ContactKey, ContactLookup
+from carepost.contacts.record import Record, canonical
+from carepost.crypto.blind_index import blind_index, record_fingerprint
+from carepost.crypto.envelope import aad, new_dek, open_sealed, seal, unwrap_dek, wrap_dek
+from carepost.crypto.keyring import KeyRing
+
+DEK_VERSION = 1
+T = TypeVar("T")
+LOOKUP_KINDS = ("source", "email", "phone", "mrn")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def contact_aad(contact_id: str, dek_version: int) -> bytes:
+    return aad("contacts", "phi", contact_id, dek_version)
+
+
+def fact_aad(fact_id: str, dek_version: int) -> bytes:
+    return aad("clinical_facts", "payload", fact_id, dek_version)
+
+
+@dataclass
+class ContactInput:
+    """One contact as an importer read it. `lookups` holds (kind, normalized value)."""
+
+    source_key: str | None
+    record: Record
+    lookups: list[tuple[str, str]]
+    resource_type: str = "Contact"
+    origin: str = ""  # where it came from (file:line), for reports; never PHI
+
+
+@dataclass
+class FactInput:
+    contact_id: str
+    kind: str
+    source_key: str
+    payload: Record
+    resource_type: str
+
+
+@dataclass
+class Outcome:
+    """What happened to each input: created, updated, unchanged or skipped(reason)."""
+
+    status: str
+    contact_id: str | None = None
+    reason: str = ""
+
+
+@dataclass
+class Counts:
+    by_type: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def add(self, resource_type: str, status: str, n: int = 1) -> None:
+        row = self.by_type.setdefault(
+            resource_type, {"created": 0, "updated": 0, "unchanged": 0, "skipped": 0}
+        )
+        row[status] = row.get(status, 0) + n
+
+    def total(self, status: str) -> int:
+        return sum(row.get(status, 0) for row in self.by_type.values())
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class ContactWriter:
+    def __init__(self, session: Session, ring: KeyRing, *, now: datetime, source: str,
+                 batch_size: int = 2000,
+                 progress: Callable[[int], None] | None = None) -> None:
+        self.session = session
+        self.ring = ring
+        self.now = now
+        self.source = source
+        self.batch_size = batch_size
+        self.progress = progress or (lambda _n: None)
+        self.counts = Counts()
+        self._deks: dict[str, tuple[int, AESGCM]] = {}
+
+    # --- keys ----------------------------------------------------------------------------
+    def _cipher_for(self, contact_ids: Iterable[str]) -> None:
+        missing = [c for c in contact_ids if c not in self._deks]
+        for chunk in _chunks(missing, self.batch_size):
+            rows = self.session.execute(
+                select(ContactKey.contact_id, ContactKey.dek_version, ContactKey.kek_version,
+                       ContactKey.wrapped_dek).where(ContactKey.contact_id.in_(chunk))
+            )
+            for cid, dek_version, kek_version, wrapped in rows:
+                dek = unwrap_dek(self.ring, bytes(wrapped), kek_version, cid)
+                self._deks[cid] = (dek_version, AESGCM(dek))
+
+    def cipher(self, contact_id: str) -> tuple[int, AESGCM]:
+        if contact_id not in self._deks:
+            self._cipher_for([contact_id])
+        return self._deks[contact_id]
+
+    # --- lookups -------------------------------------------------------------------------
+    def resolve(self, kind: str, values_bi: Sequence[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for chunk in _chunks(list(set(values_bi)), self.batch_size):
+            rows = self.session.execute(
+                select(ContactLookup.value_bi, ContactLookup.contact_id).where(
+                    ContactLookup.kind == kind, ContactLookup.value_bi.in_(chunk)
+                )
+            )
+            for value_bi, cid in rows:
+                found.setdefault(value_bi, []).append(cid)
+        return found
+
+    def source_bi(self, source_key: str) -> str:
+        return blind_index(self.ring, "source", source_key)
+
+    # --- contacts ------------------------------------------------------------------------
+    def upsert_contacts(self, inputs: Sequence[ContactInput]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for chunk in _chunks(inputs, self.batch_size):
+            outcomes.extend(self._upsert_chunk(chunk))
+            self.progress(len(chunk))
+        return outcomes
+
+    def _upsert_chunk(self, chunk: Sequence[ContactInput]) -> list[Outcome]:
+        ring = self.ring
+        src_bis = [self.source_bi(i.source_key) if i.source_key else None for i in chunk]
+        email_bis: list[str | None] = []
+        for item in chunk:
+            emails = [v for k, v in item.lookups if k == "email"]
+            email_bis.append(blind_index(ring, "email", emails[0]) if emails else None)
+        by_source = self.resolve("source", [b for b in src_bis if b])
+        by_email = self.resolve(
+            "email", [e for e, s in zip(email_bis, src_bis, strict=True) if e and not s]
+        )
+
+        outcomes: list[Outcome] = []
+        targets: list[str | None] = []
+        claimed: dict[str, int] = {}  # a contact claimed twice in one batch: last one wins
+        for idx, (item, sbi, ebi) in enumerate(zip(chunk, src_bis, email_bis, strict=True)):
+            existing: list[str] = []
+            if sbi:
+                existing = by_source.get(sbi, [])
+            elif ebi:
+                existing = by_email.get(ebi, [])
+                if len(existing) > 1:
+                    outcomes.append(Outcome("skipped", None,
+                                            "email matches more than one contact; "
+                                            "give the row a source identifier"))
+                    targets.append(None)
+                    continue
+            target = existing[0] if existing else None
+            key = target or (f"new:s:{sbi}" if sbi else (f"new:e:{ebi}" if ebi else None))
+            if key is not None and key in claimed:
+                # Same person twice in one file: keep the later row, like a sequential upsert.
+                prev = claimed[key]
+                outcomes[prev] = Outcome("unchanged", None, "superseded by a later row")
+                targets[prev] = None
+            if key is not None:
+                claimed[key] = idx
+            outcomes.append(Outcome("pending", target))
+            targets.append(target)
+
+        existing_ids = [t for t in targets if t]
+        fingerprints: dict[str, str] = {}
+        for ids in _chunks(existing_ids, self.batch_size):
+            for cid, fp in self.session.execute(
+                select(Contact.id, Contact.phi_fingerprint).where(Contact.id.in_(ids))
+            ):
+                fingerprints[cid] = fp
+        self._cipher_for(existing_ids)
+
+        new_contacts: list[dict[str, object]] = []
+        new_keys: list[dict[str, object]] = []
+        new_lookups: list[dict[str, object]] = []
+        updates: list[dict[str, object]] = []
+        relookup_ids: list[str] = []
+        for idx, item in enumerate(chunk):
+            outcome = outcomes[idx]
+            if outcome.status != "pending":
+                continue
+            plain = canonical(item.record)
+            fp = record_fingerprint(ring, plain)
+            target = targets[idx]
+            sbi = src_bis[idx]
+            if target is None:
+                cid = new_id()
+                dek = new_dek()
+                kek_version, wrapped = wrap_dek(ring, dek, cid)
+                cipher = AESGCM(dek)
+                self._deks[cid] = (DEK_VERSION, cipher)
+                new_contacts.append({
+                    "id": cid, "created_at": self.now, "updated_at": self.now,
+                    "source": self.source, "phi_fingerprint": fp,
+                    "phi": seal(cipher, plain, contact_aad(cid, DEK_VERSION)),
+                })
+                new_keys.append({"contact_id": cid, "dek_version": DEK_VERSION,
+                                 "kek_version": kek_version, "wrapped_dek": wrapped})
+                if sbi:
+                    new_lookups.append({"kind": "source", "value_bi": sbi, "contact_id": cid})
+                new_lookups.extend(self._lookup_rows(cid, item))
+                outcomes[idx] = Outcome("created", cid)
+            elif fingerprints.get(target) == fp:
+                outcomes[idx] = Outcome("unchanged", target)
+            else:
+                dek_version, cipher = self._deks[target]
+                updates.append({
+                    "id": target, "updated_at": self.now, "phi_fingerprint": fp,
+                    "phi": seal(cipher, plain, contact_aad(target, dek_version)),
+                })
+                relookup_ids.append(target)
+                new_lookups.extend(self._lookup_rows(target, item))
+                outcomes[idx] = Outcome("updated", target)
+
+        session = self.session
+        if new_contacts:
+            session.execute(insert(Contact), new_contacts)
+            session.execute(insert(ContactKey), new_keys)
+        if updates:
+            session.execute(update(Contact), updates)
+        if relookup_ids:
+            session.execute(delete(ContactLookup).where(
+                ContactLookup.contact_id.in_(relookup_ids), ContactLookup.kind != "source"))
+        if new_lookups:
+            session.execute(insert(ContactLookup), _dedupe_lookups(new_lookups))
+        for item, outcome in zip(chunk, outcomes, strict=True):
+            self.counts.add(item.resource_type, outcome.status)
+        return outcomes
+
+    def _lookup_rows(self, cid: str, item: ContactInput) -> list[dict[str, object]]:
+        return [
+            {"kind": kind, "value_bi": blind_index(self.ring, kind, value), "contact_id": cid}
+            for kind, value in item.lookups
+        ]
+
+    # --- clinical facts ------------------------------------------------------------------
+    def upsert_facts(self, facts: Sequence[FactInput]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for chunk in _chunks(facts, self.batch_size):
+            outcomes.extend(self._upsert_fact_chunk(chunk))
+            self.progress(len(chunk))
+        return outcomes
+
+    def _upsert_fact_chunk(self, chunk: Sequence[FactInput]) -> list[Outcome]:
+        ring = self.ring
+        contact_ids = list({f.contact_id for f in chunk})
+        self._cipher_for(contact_ids)
+        existing: dict[tuple[str, str], tuple[str, str]] = {}
+        for ids in _chunks(contact_ids, self.batch_size):
+            rows = self.session.execute(
+                select(ClinicalFact.contact_id, ClinicalFact.source_bi, ClinicalFact.id,
+                       ClinicalFact.fingerprint).where(ClinicalFact.contact_id.in_(ids))
+            )
+            for cid, sbi, fid, fp in rows:
+                existing[(cid, sbi)] = (fid, fp)
+        inserts: list[dict[str, object]] = []
+        updates: list[dict[str, object]] = []
+        outcomes: list[Outcome] = []
+        seen: set[tuple[str, str]] = set()
+        for fact in chunk:
+            sbi = self.source_bi(fact.source_key)
+            key = (fact.contact_id, sbi)
+            plain = canonical(fact.payload)
+            fp = record_fingerprint(ring, plain)
+            if key in seen:
+                outcomes.append(Outcome("unchanged", fact.contact_id, "repeated in this import"))
+                continue
+            seen.add(key)
+            dek_version, cipher = self._deks[fact.contact_id]
+            current = existing.get(key)
+            if current is None:
+                fid = new_id()
+                inserts.append({
+                    "id": fid, "contact_id": fact.contact_id, "kind": fact.kind,
+                    "source_bi": sbi, "fingerprint": fp, "created_at": self.now,
+                    "updated_at": self.now,
+                    "payload": seal(cipher, plain, fact_aad(fid, dek_version)),
+                })
+                outcomes.append(Outcome("created", fact.contact_id))
+            elif current[1] == fp:
+                outcomes.append(Outcome("unchanged", fact.contact_id))
+            else:
+                fid = current[0]
+                updates.append({
+                    "id": fid, "kind": fact.kind, "fingerprint": fp, "updated_at": self.now,
+                    "payload": seal(cipher, plain, fact_aad(fid, dek_version)),
+                })
+                outcomes.append(Outcome("updated", fact.contact_id))
+        if inserts:
+            self.session.execute(insert(ClinicalFact), inserts)
+        if updates:
+            self.session.execute(update(ClinicalFact), updates)
+        for fact, outcome in zip(chunk, outcomes, strict=True):
+            self.counts.add(fact.resource_type, outcome.status)
+        return outcomes
+
+
+def _dedupe_lookups(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    seen: set[tuple[object, object, object]] = set()
+    out = []
+    for row in rows:
+        key = (row["kind"], row["value_bi"], row["contact_id"])
+        if key not in seen:
+            seen.add(key)
+            out.append(row)
+    return out
+
+
+def open_contact(ring: KeyRing, contact_id: str, phi: bytes, dek_version: int, kek_version: int,
+                 wrapped_dek: bytes) -> bytes:
+    """Decrypt one contact record. Only `carepost.contacts.phi` may call this (audited)."""
+    dek = unwrap_dek(ring, wrapped_dek, kek_version, contact_id)
+    return open_sealed(AESGCM(dek), phi, contact_aad(contact_id, dek_version))
+
+
+def open_fact(cipher: AESGCM, fact_id: str, dek_version: int, payload: bytes) -> bytes:
+    return open_sealed(cipher, payload, fact_aad(fact_id, dek_version))

@@ -1,0 +1,43 @@
+"""Blind indexes: keyed HMAC of a normalized value, so equality lookups work on
+encrypted data without the database ever holding the value itself."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import unicodedata
+
+from carepost.crypto.keyring import KeyRing
+
+_NON_DIGIT = re.compile(r"\D+")
+_SPACE = re.compile(r"\s+")
+
+
+def normalize_email(value: str) -> str:
+    # Local parts are case-sensitive in theory; no real mailbox provider treats them so,
+    # and a lookup that misses a duplicate is worse than one that merges two.
+    return unicodedata.normalize("NFKC", value).strip().lower()
+
+
+def normalize_phone(value: str) -> str:
+    digits = _NON_DIGIT.sub("", value)
+    if len(digits) == 10:  # a North American number without its country code
+        digits = "1" + digits
+    return digits
+
+
+def normalize_identifier(value: str) -> str:
+    return _SPACE.sub("", unicodedata.normalize("NFKC", value)).upper()
+
+
+def blind_index(ring: KeyRing, kind: str, normalized: str) -> str:
+    """32 hex characters (128 bits) of HMAC-SHA256 under a per-kind derived key."""
+    key = ring.subkey(f"carepost blind-index {kind}")
+    return hmac.new(key, normalized.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def record_fingerprint(ring: KeyRing, payload: bytes) -> str:
+    """Keyed digest of a plaintext record: tells 'unchanged' on re-import without decrypting."""
+    key = ring.subkey("carepost record-fingerprint")
+    return hmac.new(key, payload, hashlib.sha256).hexdigest()[:32]

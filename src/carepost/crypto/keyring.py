@@ -1,0 +1,170 @@
+"""The workspace key file: versioned key-encryption keys, the blind-index key and the
+audit signing key. The file is created owner-read-only and never overwritten in place.
+
+Why a file and not the database: a database dump must be useless without it.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+KEY_FILE_FORMAT = 1
+
+
+class KeyFileError(Exception):
+    """The key file is missing, unreadable, too widely readable or malformed."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+def _derive(master: bytes, purpose: str) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(
+        master
+    )
+
+
+@dataclass
+class KeyRing:
+    keks: dict[int, bytes]
+    primary_version: int
+    blind_index_master: bytes
+    signing_seed: bytes
+    _aead: dict[int, AESGCM] = field(default_factory=dict, repr=False)
+    _subkeys: dict[str, bytes] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def generate(cls) -> KeyRing:
+        return cls(
+            keks={1: AESGCM.generate_key(bit_length=256)},
+            primary_version=1,
+            blind_index_master=os.urandom(32),
+            signing_seed=os.urandom(32),
+        )
+
+    # --- key-encryption keys -------------------------------------------------------------
+    def kek(self, version: int) -> AESGCM:
+        cipher = self._aead.get(version)
+        if cipher is None:
+            raw = self.keks.get(version)
+            if raw is None:
+                raise KeyFileError(f"key-encryption key version {version} is not in the key file")
+            cipher = self._aead[version] = AESGCM(raw)
+        return cipher
+
+    def with_new_primary(self) -> KeyRing:
+        """A copy whose primary is a fresh KEK version; old versions stay to read old wraps."""
+        version = max(self.keks) + 1
+        keks = dict(self.keks)
+        keks[version] = AESGCM.generate_key(bit_length=256)
+        return KeyRing(keks, version, self.blind_index_master, self.signing_seed)
+
+    # --- derived keys ---------------------------------------------------------------------
+    def subkey(self, purpose: str) -> bytes:
+        key = self._subkeys.get(purpose)
+        if key is None:
+            key = self._subkeys[purpose] = _derive(self.blind_index_master, purpose)
+        return key
+
+    @property
+    def signing_key(self) -> Ed25519PrivateKey:
+        return Ed25519PrivateKey.from_private_bytes(self.signing_seed)
+
+    @property
+    def verify_key(self) -> Ed25519PublicKey:
+        return self.signing_key.public_key()
+
+    def verify_key_id(self) -> str:
+        raw = self.verify_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+        return raw.hex()[:16]
+
+    # --- file form ----------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        doc = {
+            "format": KEY_FILE_FORMAT,
+            "primary_kek_version": self.primary_version,
+            "keks": {str(v): _b64(k) for v, k in sorted(self.keks.items())},
+            "blind_index_key": _b64(self.blind_index_master),
+            "audit_signing_seed": _b64(self.signing_seed),
+        }
+        return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str) -> KeyRing:
+        try:
+            doc = orjson.loads(data)
+            if doc.get("format") != KEY_FILE_FORMAT:
+                raise KeyFileError(f"{source}: unsupported key file format {doc.get('format')!r}")
+            keks = {int(v): _unb64(k) for v, k in doc["keks"].items()}
+            ring = cls(
+                keks=keks,
+                primary_version=int(doc["primary_kek_version"]),
+                blind_index_master=_unb64(doc["blind_index_key"]),
+                signing_seed=_unb64(doc["audit_signing_seed"]),
+            )
+        except KeyFileError:
+            raise
+        except (orjson.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
+            # The message names the problem class only: key material must not reach logs.
+            raise KeyFileError(f"{source}: malformed key file ({type(exc).__name__})") from None
+        if ring.primary_version not in ring.keks:
+            raise KeyFileError(f"{source}: primary key version is missing")
+        if any(len(k) != 32 for k in ring.keks.values()):
+            raise KeyFileError(f"{source}: every key-encryption key must be 256 bits")
+        return ring
+
+
+def create_key_file(path: Path, ring: KeyRing) -> None:
+    """Write a new key file, owner-read-only. Refuses to replace an existing one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyFileError(
+            f"{path} already exists; carepost never overwrites a key file "
+            "(losing it makes every encrypted record unreadable)"
+        ) from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(ring.to_bytes())
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def replace_key_file(path: Path, ring: KeyRing) -> None:
+    """Atomically replace the key file (rotation). The new file is owner-read-only too."""
+    tmp = path.with_name(path.name + ".new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(ring.to_bytes())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load_key_file(path: Path) -> KeyRing:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise KeyFileError(f"{path} not found; run `carepost init` first") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(
+            f"{path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
+            "run `chmod 600` on it"
+        )
+    return KeyRing.from_bytes(path.read_bytes(), str(path))

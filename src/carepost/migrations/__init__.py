@@ -1,0 +1,1 @@
+"""Alembic migrations, shipped inside the package so `carepost db upgrade` works anywhere."""
