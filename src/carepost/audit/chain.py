@@ -54,7 +54,8 @@ PROBLEMS = {
     "hash_mismatch": "the entry's content does not match its hash (modified entry)",
     "broken_link": "the entry does not link to the one before it (inserted, deleted or reordered)",
     "sequence_gap": "sequence numbers skip here (deleted entries)",
-    "head_mismatch": "the recorded chain head disagrees with the last entry (truncated or appended)",
+    "head_mismatch": "the recorded chain head disagrees with the last entry (truncated or "
+    "appended)",
     "checkpoint_mismatch": "the chain differs from the signed checkpoint at its size",
     "truncated": "the chain is shorter than the signed checkpoint (truncated)",
     "bad_signature": "the checkpoint's signature does not verify with this workspace's key",
@@ -75,8 +76,15 @@ def verify_rows(
     for row in rows:
         seq = row[0]
         if seq != expected:
-            return ChainReport(False, expected - 1, expected - 1, prev, expected, "sequence_gap",
-                               f"expected {expected}, found {seq}")
+            return ChainReport(
+                False,
+                expected - 1,
+                expected - 1,
+                prev,
+                expected,
+                "sequence_gap",
+                f"expected {expected}, found {seq}",
+            )
         stored_prev = bytes(row[9])  # type: ignore[call-overload]
         if stored_prev != prev:
             return ChainReport(False, expected - 1, expected - 1, prev, seq, "broken_link")
@@ -89,6 +97,13 @@ def verify_rows(
         expected += 1
     count = expected - 1
     if checkpoint_size is not None and count < checkpoint_size:
-        return ChainReport(False, count, count, prev, count + 1, "truncated",
-                           f"checkpoint has {checkpoint_size} entries, chain has {count}")
+        return ChainReport(
+            False,
+            count,
+            count,
+            prev,
+            count + 1,
+            "truncated",
+            f"checkpoint has {checkpoint_size} entries, chain has {count}",
+        )
     return ChainReport(True, count, count, prev)

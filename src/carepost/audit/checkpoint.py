@@ -37,17 +37,20 @@ class Checkpoint:
         return True
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "format": 1,
-                "size": self.size,
-                "head_hash": self.head_hash.hex(),
-                "at": self.at,
-                "key_id": self.key_id,
-                "signature": base64.b64encode(self.signature).decode(),
-            },
-            option=orjson.OPT_INDENT_2,
-        ) + b"\n"
+        return (
+            orjson.dumps(
+                {
+                    "format": 1,
+                    "size": self.size,
+                    "head_hash": self.head_hash.hex(),
+                    "at": self.at,
+                    "key_id": self.key_id,
+                    "signature": base64.b64encode(self.signature).decode(),
+                },
+                option=orjson.OPT_INDENT_2,
+            )
+            + b"\n"
+        )
 
 
 def _message(size: int, head_hash: bytes, at: str, key_id: str) -> bytes:

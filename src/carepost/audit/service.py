@@ -71,11 +71,11 @@ def _stream(engine: Engine, batch: int = 20_000) -> Iterator[Sequence[object]]:
             yield from part
 
 
-def verify(engine: Engine, *, checkpoint: cp.Checkpoint | None = None,
-           ring: KeyRing | None = None) -> ChainReport:
-    if checkpoint is not None:
-        if ring is None or not checkpoint.verify(ring.verify_key):
-            return ChainReport(False, 0, 0, b"", None, "bad_signature")
+def verify(
+    engine: Engine, *, checkpoint: cp.Checkpoint | None = None, ring: KeyRing | None = None
+) -> ChainReport:
+    if checkpoint is not None and (ring is None or not checkpoint.verify(ring.verify_key)):
+        return ChainReport(False, 0, 0, b"", None, "bad_signature")
     report = verify_rows(
         _stream(engine),
         checkpoint_size=checkpoint.size if checkpoint else None,
@@ -88,20 +88,32 @@ def verify(engine: Engine, *, checkpoint: cp.Checkpoint | None = None,
             select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == HEAD_ID)
         ).one()
     if row.seq != report.head_seq or bytes(row.hash) != report.head_hash:
-        return ChainReport(False, report.entries, report.head_seq, report.head_hash,
-                           min(row.seq, report.head_seq) + 1, "head_mismatch",
-                           f"head records {row.seq} entries, chain has {report.head_seq}")
+        return ChainReport(
+            False,
+            report.entries,
+            report.head_seq,
+            report.head_hash,
+            min(row.seq, report.head_seq) + 1,
+            "head_mismatch",
+            f"head records {row.seq} entries, chain has {report.head_seq}",
+        )
     return report
 
 
-def make_checkpoint(engine: Engine, ring: KeyRing, out: Path,
-                    clock: Clock = system_clock) -> tuple[cp.Checkpoint, ChainReport]:
+def make_checkpoint(
+    engine: Engine, ring: KeyRing, out: Path, clock: Clock = system_clock
+) -> tuple[cp.Checkpoint, ChainReport]:
     """Verify the chain, then sign its head. A broken chain is never checkpointed."""
     report = verify(engine)
     if not report.ok:
         return cp.Checkpoint(0, b"", "", "", b""), report
-    signed = cp.sign(ring.signing_key, ring.verify_key_id(), report.head_seq, report.head_hash,
-                     isoformat_utc(clock()))
+    signed = cp.sign(
+        ring.signing_key,
+        ring.verify_key_id(),
+        report.head_seq,
+        report.head_hash,
+        isoformat_utc(clock()),
+    )
     cp.write(out, signed)
     return signed, report
 

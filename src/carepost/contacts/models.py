@@ -39,6 +39,8 @@ class ContactLookup(Base):
     """Blind-index lookups: source identifiers (unique), emails, phones and MRNs."""
 
     __tablename__ = "contact_lookups"
+    # On SQLite the primary key is the table: no second copy of every blind index.
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     value_bi: Mapped[str] = mapped_column(String(32), primary_key=True)

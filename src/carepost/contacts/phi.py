@@ -52,8 +52,15 @@ class ContactView:
         }
 
 
-def read_contact(session: Session, ring: KeyRing, contact_id: str, *, actor: Actor,
-                 purpose: str, clock: Clock = system_clock) -> ContactView:
+def read_contact(
+    session: Session,
+    ring: KeyRing,
+    contact_id: str,
+    *,
+    actor: Actor,
+    purpose: str,
+    clock: Clock = system_clock,
+) -> ContactView:
     if not purpose.strip():
         raise PurposeRequired("a purpose is required to read PHI (45 CFR 164.502(b))")
     contact = session.get(Contact, contact_id)
@@ -64,11 +71,20 @@ def read_contact(session: Session, ring: KeyRing, contact_id: str, *, actor: Act
         raise ContactShredded(f"contact {contact_id} was crypto-shredded")
     # Audit first: if anything below fails the transaction rolls back with it, and an
     # attempted read that raised leaves no half-story.
-    audit.append(session, actor=actor, action="contacts.phi_read", subjects=[contact_id],
-                 purpose=purpose.strip(), clock=clock)
+    audit.append(
+        session,
+        actor=actor,
+        action="contacts.phi_read",
+        subjects=[contact_id],
+        purpose=purpose.strip(),
+        clock=clock,
+    )
     wrapped = bytes(key.wrapped_dek)
-    record = orjson.loads(open_contact(ring, contact_id, bytes(contact.phi), key.dek_version,
-                                       key.kek_version, wrapped))
+    record = orjson.loads(
+        open_contact(
+            ring, contact_id, bytes(contact.phi), key.dek_version, key.kek_version, wrapped
+        )
+    )
     cipher = AESGCM(unwrap_dek(ring, wrapped, key.kek_version, contact_id))
     facts = []
     rows = session.execute(
@@ -77,5 +93,11 @@ def read_contact(session: Session, ring: KeyRing, contact_id: str, *, actor: Act
     for fid, payload in rows:
         facts.append(orjson.loads(open_fact(cipher, fid, key.dek_version, bytes(payload))))
     facts.sort(key=lambda f: (f.get("kind", ""), str(f.get("date") or "")))
-    return ContactView(contact.id, contact.source, contact.created_at.isoformat(),
-                       contact.updated_at.isoformat(), record, facts)
+    return ContactView(
+        contact.id,
+        contact.source,
+        contact.created_at.isoformat(),
+        contact.updated_at.isoformat(),
+        record,
+        facts,
+    )

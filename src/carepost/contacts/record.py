@@ -32,6 +32,7 @@ FACT_KINDS = (
     "encounter",
     "appointment",
     "procedure",
+    "allergy",
 )
 
 CODE_SYSTEMS = {

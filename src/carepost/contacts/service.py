@@ -35,8 +35,9 @@ class ContactSummary:
         }
 
 
-def list_contacts(session: Session, *, limit: int = 100, after: str | None = None
-                  ) -> list[ContactSummary]:
+def list_contacts(
+    session: Session, *, limit: int = 100, after: str | None = None
+) -> list[ContactSummary]:
     """Keyset page ordered by (created_at, id): ids, times and counts only, never PHI."""
     query = select(Contact.id, Contact.source, Contact.created_at, Contact.updated_at)
     if after is not None:
@@ -56,26 +57,53 @@ def list_contacts(session: Session, *, limit: int = 100, after: str | None = Non
             .group_by(ClinicalFact.contact_id, ClinicalFact.kind)
         ):
             counts.setdefault(cid, {})[kind] = n
-    return [ContactSummary(r.id, r.source, r.created_at, r.updated_at, counts.get(r.id, {}))
-            for r in rows]
+    return [
+        ContactSummary(r.id, r.source, r.created_at, r.updated_at, counts.get(r.id, {}))
+        for r in rows
+    ]
 
 
 def count_contacts(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(Contact)) or 0
 
 
-def record_import(session: Session, *, kind: str, counts: Counts, started_at: datetime,
-                  actor: Actor, inputs: Sequence[str], clock: Clock = system_clock) -> str:
+def record_import(
+    session: Session,
+    *,
+    kind: str,
+    counts: Counts,
+    started_at: datetime,
+    actor: Actor,
+    inputs: Sequence[str],
+    ignored: dict[str, int] | None = None,
+    clock: Clock = system_clock,
+) -> str:
     """The import's run row and audit entry, in the import's own transaction.
 
     `inputs` are SHA-256 digests of the files read, never their names: export tools name
     files after patients (Synthea does), and a digest still proves which file went in.
     """
     run_id = new_id()
-    summary = orjson.dumps(counts.by_type, option=orjson.OPT_SORT_KEYS).decode()
-    session.add(ImportRun(id=run_id, kind=kind, actor=actor.id, started_at=started_at,
-                          finished_at=clock(), summary=summary))
-    audit.append(session, actor=actor, action=f"contacts.import_{kind}", subjects=[run_id],
-                 purpose="import", details={"counts": counts.by_type, "inputs": list(inputs)},
-                 clock=clock)
+    summary = orjson.dumps(
+        {"counts": counts.by_type, "ignored": ignored or {}}, option=orjson.OPT_SORT_KEYS
+    ).decode()
+    session.add(
+        ImportRun(
+            id=run_id,
+            kind=kind,
+            actor=actor.id,
+            started_at=started_at,
+            finished_at=clock(),
+            summary=summary,
+        )
+    )
+    audit.append(
+        session,
+        actor=actor,
+        action=f"contacts.import_{kind}",
+        subjects=[run_id],
+        purpose="import",
+        details={"counts": counts.by_type, "ignored": ignored or {}, "inputs": list(inputs)},
+        clock=clock,
+    )
     return run_id

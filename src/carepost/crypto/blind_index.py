@@ -3,8 +3,6 @@ encrypted data without the database ever holding the value itself."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 import unicodedata
 
@@ -33,11 +31,13 @@ def normalize_identifier(value: str) -> str:
 
 def blind_index(ring: KeyRing, kind: str, normalized: str) -> str:
     """32 hex characters (128 bits) of HMAC-SHA256 under a per-kind derived key."""
-    key = ring.subkey(f"carepost blind-index {kind}")
-    return hmac.new(key, normalized.encode(), hashlib.sha256).hexdigest()[:32]
+    mac = ring.mac(f"carepost blind-index {kind}")
+    mac.update(normalized.encode())
+    return mac.hexdigest()[:32]
 
 
 def record_fingerprint(ring: KeyRing, payload: bytes) -> str:
     """Keyed digest of a plaintext record: tells 'unchanged' on re-import without decrypting."""
-    key = ring.subkey("carepost record-fingerprint")
-    return hmac.new(key, payload, hashlib.sha256).hexdigest()[:32]
+    mac = ring.mac("carepost record-fingerprint")
+    mac.update(payload)
+    return mac.hexdigest()[:32]

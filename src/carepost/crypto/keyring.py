@@ -7,6 +7,8 @@ Why a file and not the database: a database dump must be useless without it.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 import stat
 from dataclasses import dataclass, field
@@ -48,6 +50,7 @@ class KeyRing:
     signing_seed: bytes
     _aead: dict[int, AESGCM] = field(default_factory=dict, repr=False)
     _subkeys: dict[str, bytes] = field(default_factory=dict, repr=False)
+    _macs: dict[str, hmac.HMAC] = field(default_factory=dict, repr=False)
 
     @classmethod
     def generate(cls) -> KeyRing:
@@ -81,6 +84,16 @@ class KeyRing:
         if key is None:
             key = self._subkeys[purpose] = _derive(self.blind_index_master, purpose)
         return key
+
+    def mac(self, purpose: str) -> hmac.HMAC:
+        """A fresh HMAC-SHA256 under the purpose's derived key. Copying a keyed template
+        skips the key setup, which is most of the cost for short values."""
+        template = self._macs.get(purpose)
+        if template is None:
+            template = self._macs[purpose] = hmac.new(
+                self.subkey(purpose), digestmod=hashlib.sha256
+            )
+        return template.copy()
 
     @property
     def signing_key(self) -> Ed25519PrivateKey:

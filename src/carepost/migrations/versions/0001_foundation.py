@@ -139,6 +139,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("kind", "value_bi", "contact_id", name=op.f("pk_contact_lookups")),
+        sqlite_with_rowid=False,
     )
     with op.batch_alter_table("contact_lookups", schema=None) as batch_op:
         batch_op.create_index(
