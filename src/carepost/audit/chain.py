@@ -67,35 +67,40 @@ def verify_rows(
     *,
     checkpoint_size: int | None = None,
     checkpoint_hash: bytes | None = None,
+    start_seq: int = 1,
+    start_prev: bytes = GENESIS,
+    segment: bool = False,
 ) -> ChainReport:
-    """Walk rows (FIELDS order, ascending seq). Stops at the first bad entry."""
-    prev = GENESIS
-    expected = 1
+    """Walk rows (FIELDS order, ascending seq from `start_seq`, the first linking to
+    `start_prev`). Stops at the first bad entry. A segment of the chain verifies alone
+    from its first entry's stored previous hash; `join` checks the seams.
+
+    The loop is the whole cost of verifying a million entries, so it stays bare: one
+    canonical dump and one SHA-256 per row, checks as plain comparisons.
+    """
+    prev = start_prev
+    expected = start_seq
     sha = hashlib.sha256
     dumps = orjson.dumps
+    stop = checkpoint_size if checkpoint_size is not None else -1
     for row in rows:
         seq = row[0]
         if seq != expected:
-            return ChainReport(
-                False,
-                expected - 1,
-                expected - 1,
-                prev,
-                expected,
-                "sequence_gap",
-                f"expected {expected}, found {seq}",
+            return _bad(
+                expected, prev, expected, "sequence_gap", f"expected {expected}, found {seq}"
             )
-        stored_prev = bytes(row[9])  # type: ignore[call-overload]
-        if stored_prev != prev:
-            return ChainReport(False, expected - 1, expected - 1, prev, seq, "broken_link")
-        digest = sha(prev + dumps(list(row[:9]))).digest()
-        if digest != bytes(row[10]):  # type: ignore[call-overload]
-            return ChainReport(False, expected - 1, expected - 1, prev, seq, "hash_mismatch")
-        if checkpoint_size is not None and seq == checkpoint_size and digest != checkpoint_hash:
-            return ChainReport(False, expected - 1, expected - 1, prev, seq, "checkpoint_mismatch")
+        if row[9] != prev:
+            return _bad(expected, prev, expected, "broken_link")
+        digest = sha(prev + dumps(row[:9])).digest()
+        if row[10] != digest:
+            return _bad(expected, prev, expected, "hash_mismatch")
+        if expected == stop and digest != checkpoint_hash:
+            return _bad(expected, prev, expected, "checkpoint_mismatch")
         prev = digest
         expected += 1
     count = expected - 1
+    if segment:  # the caller joins the segments and judges truncation
+        return ChainReport(True, count - start_seq + 1, count, prev)
     if checkpoint_size is not None and count < checkpoint_size:
         return ChainReport(
             False,
@@ -107,3 +112,38 @@ def verify_rows(
             f"checkpoint has {checkpoint_size} entries, chain has {count}",
         )
     return ChainReport(True, count, count, prev)
+
+
+def _bad(seq: int, prev: bytes, at: int, problem: str, detail: str = "") -> ChainReport:
+    good = seq - 1
+    return ChainReport(False, good, good, prev, at, problem, detail)
+
+
+def join(
+    parts: Sequence[tuple[int, bytes, ChainReport]], checkpoint_size: int | None = None
+) -> ChainReport:
+    """Combine segment reports (start seq, the start's stored previous hash, report) in
+    chain order: the earliest bad entry wins, then every seam must link."""
+    prev = GENESIS
+    head = 0
+    for start, start_prev, report in parts:
+        if start != head + 1:
+            return _bad(
+                head + 1, prev, head + 1, "sequence_gap", f"expected {head + 1}, found {start}"
+            )
+        if start_prev != prev:
+            return _bad(start, prev, start, "broken_link")
+        if not report.ok:
+            return report
+        prev, head = report.head_hash, report.head_seq
+    if checkpoint_size is not None and head < checkpoint_size:
+        return ChainReport(
+            False,
+            head,
+            head,
+            prev,
+            head + 1,
+            "truncated",
+            f"checkpoint has {checkpoint_size} entries, chain has {head}",
+        )
+    return ChainReport(True, head, head, prev)

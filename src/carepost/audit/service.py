@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import orjson
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from carepost.audit import checkpoint as cp
 from carepost.audit.actor import Actor
-from carepost.audit.chain import FIELDS, ChainReport, entry_hash, verify_rows
+from carepost.audit.chain import FIELDS, GENESIS, ChainReport, entry_hash, join, verify_rows
 from carepost.audit.models import AuditEntry, AuditHead
 from carepost.clock import Clock, isoformat_utc, system_clock
 from carepost.crypto.keyring import KeyRing
-from carepost.db import read_only
+from carepost.db import make_engine, read_only
 
 HEAD_ID = 1
 
@@ -59,28 +63,109 @@ def append(
     return entry
 
 
-_SELECT = f"SELECT {', '.join(FIELDS)} FROM audit_log ORDER BY seq"  # noqa: S608 (constant)
+_COLUMNS = ", ".join(FIELDS)
+PARALLEL_MIN_ENTRIES = 200_000
+WORKERS: int | None = None  # None: one per core, at most 4
 
 
-def _stream(engine: Engine, batch: int = 20_000) -> Iterator[Sequence[object]]:
+def _stream(
+    engine: Engine, lo: int = 1, hi: int | None = None, batch: int = 20_000
+) -> Iterator[Sequence[object]]:
+    """Rows lo..hi as the driver gives them (tuples, bytes), streamed: a million Row
+    objects would cost more than hashing them."""
+    marker = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+    where = f"seq >= {marker}" + (f" AND seq <= {marker}" if hi is not None else "")
+    sql = f"SELECT {_COLUMNS} FROM audit_log WHERE {where} ORDER BY seq"  # noqa: S608
+    params = (lo,) if hi is None else (lo, hi)
     with read_only(engine) as conn:
-        result = conn.execution_options(stream_results=True, yield_per=batch).exec_driver_sql(
-            _SELECT
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        # PostgreSQL: a named (server-side) cursor, so the client never holds the whole log.
+        cursor = (
+            raw.cursor(name="audit_verify")
+            if engine.dialect.name == "postgresql"
+            else (raw.cursor())
         )
-        for part in result.partitions(batch):
-            yield from part
+        try:
+            cursor.execute(sql, params)
+            while rows := cursor.fetchmany(batch):
+                yield from rows
+        finally:
+            cursor.close()
+
+
+def _verify_segment(
+    url: str, lo: int, hi: int | None, checkpoint_size: int | None, checkpoint_hash: bytes | None
+) -> tuple[int, bytes, ChainReport] | None:
+    """One worker's share: seq lo..hi, linked from the first row's stored previous hash."""
+    engine = make_engine(url, poolclass=NullPool)
+    try:
+        rows = _stream(engine, lo, hi)
+        first = next(rows, None)
+        if first is None:
+            return None
+        start_prev = bytes(first[9])  # type: ignore[call-overload]
+        report = verify_rows(
+            chain_rows(first, rows),
+            checkpoint_size=checkpoint_size,
+            checkpoint_hash=checkpoint_hash,
+            start_seq=lo,
+            start_prev=start_prev if lo > 1 else GENESIS,
+            segment=True,
+        )
+        return lo, start_prev if lo > 1 else GENESIS, report
+    finally:
+        engine.dispose()
+
+
+def chain_rows(
+    first: Sequence[object], rest: Iterator[Sequence[object]]
+) -> Iterator[Sequence[object]]:
+    yield first
+    yield from rest
+
+
+def _verify_parallel(
+    engine: Engine,
+    last_seq: int,
+    workers: int,
+    checkpoint_size: int | None,
+    checkpoint_hash: bytes | None,
+) -> ChainReport:
+    """Segments verified side by side, each from its first entry's stored previous hash;
+    `join` then checks that every seam links, so the result equals a serial walk's."""
+    url = engine.url.render_as_string(hide_password=False)
+    size = -(-last_seq // workers)
+    bounds = [(1 + k * size, (k + 1) * size if k < workers - 1 else None) for k in range(workers)]
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = [
+            pool.submit(_verify_segment, url, lo, hi, checkpoint_size, checkpoint_hash)
+            for lo, hi in bounds
+        ]
+        parts = [f.result() for f in futures]
+    return join([p for p in parts if p is not None], checkpoint_size)
 
 
 def verify(
-    engine: Engine, *, checkpoint: cp.Checkpoint | None = None, ring: KeyRing | None = None
+    engine: Engine,
+    *,
+    checkpoint: cp.Checkpoint | None = None,
+    ring: KeyRing | None = None,
+    parallel: int | None = None,
 ) -> ChainReport:
+    """Recompute the chain. Long chains are split across processes (one per core)."""
     if checkpoint is not None and (ring is None or not checkpoint.verify(ring.verify_key)):
         return ChainReport(False, 0, 0, b"", None, "bad_signature")
-    report = verify_rows(
-        _stream(engine),
-        checkpoint_size=checkpoint.size if checkpoint else None,
-        checkpoint_hash=checkpoint.head_hash if checkpoint else None,
-    )
+    cp_size = checkpoint.size if checkpoint else None
+    cp_hash = checkpoint.head_hash if checkpoint else None
+    with read_only(engine) as conn:
+        last_seq = conn.scalar(select(func.max(AuditEntry.seq))) or 0
+    workers = parallel or WORKERS or min(os.cpu_count() or 1, 4)
+    if workers > 1 and last_seq >= PARALLEL_MIN_ENTRIES:
+        report = _verify_parallel(engine, last_seq, workers, cp_size, cp_hash)
+    else:
+        report = verify_rows(_stream(engine), checkpoint_size=cp_size, checkpoint_hash=cp_hash)
     if not report.ok:
         return report
     with read_only(engine) as conn:

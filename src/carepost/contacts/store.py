@@ -73,11 +73,25 @@ class Prepared:
     """What the writer derives from an input before touching the database. Computing it
     is pure, so an importer may do it in another process while the writer writes."""
 
-    plain: bytes  # canonical record bytes (sealed by the writer, never stored as is)
+    # Canonical record bytes, sealed by the writer and never stored as they are. Empty when
+    # `sealed_new` carries the record: see `plain_bytes`.
+    plain: bytes
     fingerprint: str
     source_bi: str | None
     email_bi: str | None
     lookup_bis: list[tuple[str, str]]  # (kind, blind index)
+    # Sealed ahead as a new contact: (id, KEK version, wrapped data key, sealed record).
+    # Used when the contact turns out to be new; an existing one is sealed under its own key.
+    sealed_new: tuple[str, int, bytes, bytes] | None = None
+
+    def plain_bytes(self, ring: KeyRing) -> bytes:
+        """The record bytes, opened from the ahead-sealed form when they were not kept
+        (the import's own input, sealed by this import a moment ago)."""
+        if self.plain or self.sealed_new is None:
+            return self.plain
+        cid, kek_version, wrapped, sealed = self.sealed_new
+        dek = unwrap_dek(ring, wrapped, kek_version, cid)
+        return open_sealed(AESGCM(dek), sealed, contact_aad(cid, DEK_VERSION))
 
 
 @dataclass
@@ -92,16 +106,28 @@ class ContactInput:
     prepared: Prepared | None = None
 
 
-def prepare(ring: KeyRing, item: ContactInput) -> Prepared:
+def prepare(ring: KeyRing, item: ContactInput, *, seal_as_new: bool = False) -> Prepared:
     plain = canonical(item.record)
     lookup_bis = [(kind, blind_index(ring, kind, value)) for kind, value in item.lookups]
     email_bi = next((bi for kind, bi in lookup_bis if kind == "email"), None)
+    sealed_new = None
+    if seal_as_new:
+        cid = new_id()
+        dek = new_dek()
+        kek_version, wrapped = wrap_dek(ring, dek, cid)
+        sealed_new = (
+            cid,
+            kek_version,
+            wrapped,
+            seal(AESGCM(dek), plain, contact_aad(cid, DEK_VERSION)),
+        )
     return Prepared(
         plain,
         record_fingerprint(ring, plain),
         blind_index(ring, "source", item.source_key) if item.source_key else None,
         email_bi,
         lookup_bis,
+        sealed_new,
     )
 
 
@@ -267,29 +293,24 @@ class ContactWriter:
             if outcome.status != "pending":
                 continue
             prep = prepared[idx]
-            plain, fp = prep.plain, prep.fingerprint
+            fp = prep.fingerprint
             target = targets[idx]
             sbi = src_bis[idx]
             if target is None:
-                cid = new_id()
-                dek = new_dek()
-                kek_version, wrapped = wrap_dek(ring, dek, cid)
-                cipher = AESGCM(dek)
-                self._deks[cid] = (DEK_VERSION, cipher)
-                new_contacts.append(
-                    (
-                        cid,
-                        now,
-                        now,
-                        self.source,
-                        fp,
-                        seal(cipher, plain, contact_aad(cid, DEK_VERSION)),
-                    )
-                )
+                if prep.sealed_new is not None:
+                    cid, kek_version, wrapped, sealed = prep.sealed_new
+                else:
+                    cid = new_id()
+                    dek = new_dek()
+                    kek_version, wrapped = wrap_dek(ring, dek, cid)
+                    cipher = AESGCM(dek)
+                    self._deks[cid] = (DEK_VERSION, cipher)
+                    sealed = seal(cipher, prep.plain, contact_aad(cid, DEK_VERSION))
+                new_contacts.append((cid, now, now, self.source, fp, sealed))
                 new_keys.append((cid, DEK_VERSION, kek_version, wrapped))
                 if sbi:
                     new_lookups.append(("source", sbi, cid))
-                new_lookups.extend((kind, bi, cid) for kind, bi in prep.lookup_bis)
+                new_lookups += [(kind, bi, cid) for kind, bi in prep.lookup_bis]
                 outcomes[idx] = Outcome("created", cid)
             elif fingerprints.get(target) == fp:
                 outcomes[idx] = Outcome("unchanged", target)
@@ -300,11 +321,13 @@ class ContactWriter:
                         "id": target,
                         "updated_at": now,
                         "phi_fingerprint": fp,
-                        "phi": seal(cipher, plain, contact_aad(target, dek_version)),
+                        "phi": seal(
+                            cipher, prep.plain_bytes(ring), contact_aad(target, dek_version)
+                        ),
                     }
                 )
                 relookup_ids.append(target)
-                new_lookups.extend((kind, bi, target) for kind, bi in prep.lookup_bis)
+                new_lookups += [(kind, bi, target) for kind, bi in prep.lookup_bis]
                 outcomes[idx] = Outcome("updated", target)
 
         session = self.session
@@ -318,9 +341,7 @@ class ContactWriter:
                     ContactLookup.contact_id.in_(relookup_ids), ContactLookup.kind != "source"
                 )
             )
-        bulk_insert(
-            session, ContactLookup.__table__, LOOKUP_COLUMNS, list(dict.fromkeys(new_lookups))
-        )
+        bulk_insert(session, ContactLookup.__table__, LOOKUP_COLUMNS, sorted(set(new_lookups)))
         for item, outcome in zip(chunk, outcomes, strict=True):
             self.counts.add(item.resource_type, outcome.status)
         return outcomes

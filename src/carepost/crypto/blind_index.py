@@ -9,13 +9,14 @@ import unicodedata
 from carepost.crypto.keyring import KeyRing
 
 _NON_DIGIT = re.compile(r"\D+")
-_SPACE = re.compile(r"\s+")
 
 
 def normalize_email(value: str) -> str:
     # Local parts are case-sensitive in theory; no real mailbox provider treats them so,
     # and a lookup that misses a duplicate is worse than one that merges two.
-    return unicodedata.normalize("NFKC", value).strip().lower()
+    if not value.isascii():  # NFKC changes nothing in ASCII, and costs more than the rest
+        value = unicodedata.normalize("NFKC", value)
+    return value.strip().lower()
 
 
 def normalize_phone(value: str) -> str:
@@ -26,18 +27,16 @@ def normalize_phone(value: str) -> str:
 
 
 def normalize_identifier(value: str) -> str:
-    return _SPACE.sub("", unicodedata.normalize("NFKC", value)).upper()
+    if not value.isascii():
+        value = unicodedata.normalize("NFKC", value)
+    return "".join(value.split()).upper()
 
 
 def blind_index(ring: KeyRing, kind: str, normalized: str) -> str:
     """32 hex characters (128 bits) of HMAC-SHA256 under a per-kind derived key."""
-    mac = ring.mac(f"carepost blind-index {kind}")
-    mac.update(normalized.encode())
-    return mac.hexdigest()[:32]
+    return ring.hmac_hex(f"carepost blind-index {kind}", normalized.encode())[:32]
 
 
 def record_fingerprint(ring: KeyRing, payload: bytes) -> str:
     """Keyed digest of a plaintext record: tells 'unchanged' on re-import without decrypting."""
-    mac = ring.mac("carepost record-fingerprint")
-    mac.update(payload)
-    return mac.hexdigest()[:32]
+    return ring.hmac_hex("carepost record-fingerprint", payload)[:32]

@@ -17,6 +17,18 @@ from carepost.db import transaction
 from carepost.workspace import Workspace
 
 
+@pytest.fixture(autouse=True, params=["serial", "parallel"])
+def verify_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every check runs on the serial walk and on the segmented parallel walk (3 workers,
+    so seams fall inside these short chains)."""
+    if request.param == "parallel":
+        monkeypatch.setattr(audit, "PARALLEL_MIN_ENTRIES", 1)
+        monkeypatch.setattr(audit, "WORKERS", 3)
+    else:
+        monkeypatch.setattr(audit, "WORKERS", 1)
+    return str(request.param)
+
+
 def fill(ws: Workspace, actor: Actor, n: int) -> None:
     with transaction(ws.engine) as session:
         for i in range(n):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import stat
 from pathlib import Path
@@ -142,3 +144,16 @@ def test_malformed_key_file_error_shows_no_key_material(tmp_path: Path) -> None:
     with pytest.raises(KeyFileError) as info:
         load_key_file(path)
     assert "c2VjcmV0" not in str(info.value)
+
+
+@given(st.binary(max_size=300), st.text(min_size=1, max_size=30))
+def test_fast_hmac_equals_the_standard_library(data: bytes, purpose: str) -> None:
+    expected = hmac.new(RING.subkey(purpose), data, hashlib.sha256).hexdigest()
+    assert RING.hmac_hex(purpose, data) == expected
+
+
+def test_key_ring_repr_shows_no_key_material() -> None:
+    text = repr(RING) + str(RING)
+    for secret in [*RING.keks.values(), RING.blind_index_master, RING.signing_seed]:
+        assert secret.hex() not in text
+        assert repr(secret) not in text

@@ -24,7 +24,7 @@ from carepost.audit.actor import Actor
 from carepost.contacts.importers.errors import ImportProblem, ImportRejected, file_digest
 from carepost.contacts.record import RECORD_VERSION, Record
 from carepost.contacts.service import record_import
-from carepost.contacts.store import ContactInput, ContactWriter, prepare
+from carepost.contacts.store import ContactInput, ContactWriter, Prepared, prepare
 from carepost.crypto.blind_index import normalize_email, normalize_identifier, normalize_phone
 from carepost.crypto.keyring import KeyRing
 
@@ -332,106 +332,128 @@ def _convert(
     mapping: CsvMapping,
     today: date,
 ) -> tuple[ContactInput | None, list[ImportProblem]]:
+    # The hot loop of a bulk import: plain dict work, no closures or generators.
     values: dict[str, str] = {}
     attrs: dict[str, str] = {}
     for target, cell in zip(targets, row, strict=True):
-        cell = cell.strip()
-        if not cell or target == "ignore":
-            continue
-        if target.startswith("attr:"):
-            attrs[target[5:]] = cell
-        else:
-            values[target] = cell
+        if cell:
+            cell = cell.strip()
+            if cell and target != "ignore":
+                if target[:5] == "attr:":
+                    attrs[target[5:]] = cell
+                else:
+                    values[target] = cell
     record: Record = {"v": RECORD_VERSION}
     lookups: list[tuple[str, str]] = []
-    problems: list[ImportProblem] = []
+    errors: list[tuple[str, str]] = []  # (field, message)
+    get = values.get
 
-    def fail(target: str, message: str) -> None:
-        col = targets.index(target) + 1 if target in targets else 0
-        problems.append(ImportProblem(f"line {line}, column {col} {headers[col - 1]!r}", message))
-
-    try:
-        if "email" in values:
-            emails = _email(values["email"])
+    value = get("email")
+    if value is not None:
+        try:
+            emails = _email(value)
             if emails:
                 record["emails"] = emails
-                lookups.extend(("email", e) for e in emails)
-    except CellError as exc:
-        fail("email", str(exc))
-    try:
-        if "phone" in values:
-            phones = _phone(values["phone"])
+                lookups += [("email", e) for e in emails]
+        except CellError as exc:
+            errors.append(("email", str(exc)))
+    value = get("phone")
+    if value is not None:
+        try:
+            phones = _phone(value)
             if phones:
                 record["phones"] = phones
-                lookups.extend(("phone", p) for p in phones)
-    except CellError as exc:
-        fail("phone", str(exc))
-    if "birth_date" in values:
-        try:
-            record["birth_date"] = _parse_date(values["birth_date"], mapping.date_format, today)
+                lookups += [("phone", p) for p in phones]
         except CellError as exc:
-            fail("birth_date", str(exc))
-    if "sex" in values:
-        sex = SEX_VALUES.get(values["sex"].lower())
+            errors.append(("phone", str(exc)))
+    value = get("birth_date")
+    if value is not None:
+        try:
+            record["birth_date"] = _parse_date(value, mapping.date_format, today)
+        except CellError as exc:
+            errors.append(("birth_date", str(exc)))
+    value = get("sex")
+    if value is not None:
+        sex = SEX_VALUES.get(value.lower())
         if sex is None:
-            fail("sex", "expected female, male, other or unknown (or F, M, O, U)")
+            errors.append(("sex", "expected female, male, other or unknown (or F, M, O, U)"))
         else:
             record["sex"] = sex
-    name: dict[str, Any] = {}
-    if "first_name" in values:
-        name["given"] = [values["first_name"]]
-    if "middle_name" in values:
-        name.setdefault("given", []).append(values["middle_name"])
-    if "last_name" in values:
-        name["family"] = values["last_name"]
-    if name:
+    given = [v for v in (get("first_name"), get("middle_name")) if v is not None]
+    family = get("last_name")
+    if given or family is not None:
+        name: dict[str, Any] = {}
+        if given:
+            name["given"] = given
+        if family is not None:
+            name["family"] = family
         record["name"] = name
+    _address(values, record, errors)
+    value = get("language")
+    if value is not None:
+        if _LANG.match(value):
+            record["language"] = value.lower()
+        else:
+            errors.append(("language", "not a language tag (e.g. en, es, zh-Hant)"))
+    value = get("insurance_type")
+    if value is not None:
+        record["insurance_type"] = value.lower()
+    value = get("gender_identity")
+    if value is not None:
+        record["gender_identity"] = value
+    value = get("mrn")
+    if value is not None:
+        record["mrn"] = value
+        lookups.append(("mrn", normalize_identifier(value)))
+    if attrs:
+        record["attributes"] = attrs
+    value = get("external_id")
+    source_key = (
+        f"csv:{mapping.source_system}:{normalize_identifier(value)}" if value is not None else None
+    )
+    if errors or (source_key is None and "emails" not in record):
+        problems = []
+        for field_name, message in errors:
+            col = targets.index(field_name) + 1
+            problems.append(
+                ImportProblem(f"line {line}, column {col} {headers[col - 1]!r}", message)
+            )
+        if source_key is None and "emails" not in record:
+            problems.append(
+                ImportProblem(
+                    f"line {line}", "a row needs an external_id or an email to be matched"
+                )
+            )
+        return None, problems
+    return ContactInput(source_key, record, lookups, "Contact", f"line {line}"), []
+
+
+def _address(values: dict[str, str], record: Record, errors: list[tuple[str, str]]) -> None:
+    get = values.get
+    line1, line2, city = get("address_line1"), get("address_line2"), get("city")
+    state, postal, country = get("state"), get("postal_code"), get("country")
+    if all(v is None for v in (line1, line2, city, state, postal, country)):
+        return
     address: dict[str, Any] = {}
-    lines = [values[k] for k in ("address_line1", "address_line2") if k in values]
+    lines = [v for v in (line1, line2) if v is not None]
     if lines:
         address["lines"] = lines
-    country = values.get("country", "").upper()
+    country = (country or "").upper()
     if country:
         address["country"] = country
     is_us = country in ("", "US", "USA")
-    if "city" in values:
-        address["city"] = values["city"]
-    if "state" in values:
-        state = values["state"].upper()
+    if city is not None:
+        address["city"] = city
+    if state is not None:
+        state = state.upper()
         if is_us and state not in US_STATES:
-            fail("state", "not a US state or territory code (two letters, e.g. MA)")
+            errors.append(("state", "not a US state or territory code (two letters, e.g. MA)"))
         address["state"] = state
-    if "postal_code" in values:
-        postal = values["postal_code"]
+    if postal is not None:
         if is_us and not _US_ZIP.match(postal):
-            fail("postal_code", "not a US ZIP code (12345 or 12345-6789)")
+            errors.append(("postal_code", "not a US ZIP code (12345 or 12345-6789)"))
         address["postal_code"] = postal
-    if address:
-        record["address"] = address
-    if "language" in values:
-        if not _LANG.match(values["language"]):
-            fail("language", "not a language tag (e.g. en, es, zh-Hant)")
-        else:
-            record["language"] = values["language"].lower()
-    if "insurance_type" in values:
-        record["insurance_type"] = values["insurance_type"].lower()
-    if "gender_identity" in values:
-        record["gender_identity"] = values["gender_identity"]
-    if "mrn" in values:
-        record["mrn"] = values["mrn"]
-        lookups.append(("mrn", normalize_identifier(values["mrn"])))
-    if attrs:
-        record["attributes"] = attrs
-    source_key = None
-    if "external_id" in values:
-        source_key = f"csv:{mapping.source_system}:{normalize_identifier(values['external_id'])}"
-    if source_key is None and "emails" not in record:
-        problems.append(
-            ImportProblem(f"line {line}", "a row needs an external_id or an email to be matched")
-        )
-    if problems:
-        return None, problems
-    return ContactInput(source_key, record, lookups, "Contact", f"line {line}"), []
+    record["address"] = address
 
 
 @dataclass
@@ -522,25 +544,74 @@ def import_csv(
 PARALLEL_MIN_BYTES = 1 << 20
 
 
-def _prepared(ring: KeyRing, part: CsvResult) -> CsvResult:
-    for item in part.inputs:
-        item.prepared = prepare(ring, item)
-    return part
-
-
 def _inline_chunks(
-    ring: KeyRing, path: Path, mapping: CsvMapping, today: date, chunk_rows: int
+    ring: KeyRing,
+    path: Path,
+    mapping: CsvMapping,
+    today: date,
+    chunk_rows: int,
+    *,
+    seal_as_new: bool = False,
 ) -> Iterator[CsvResult]:
     for part in iter_csv(path, mapping, today=today, chunk_rows=chunk_rows):
-        yield _prepared(ring, part)
+        for item in part.inputs:
+            item.prepared = prepare(ring, item, seal_as_new=seal_as_new)
+        yield part
+
+
+# What crosses the pipe per row: flat tuples of str/bytes. Pickling the dataclasses and
+# their nested record dicts cost the writer more than its database inserts did.
+_Wire = tuple[
+    str | None,
+    str,
+    bytes,
+    str,
+    str | None,
+    str | None,
+    list[tuple[str, str]],
+    tuple[str, int, bytes, bytes] | None,
+]
+
+
+def _to_wire(part: CsvResult) -> tuple[list[_Wire], list[ImportProblem], int, bool]:
+    rows: list[_Wire] = []
+    for item in part.inputs:
+        p = item.prepared
+        assert p is not None
+        # The sealed form carries the record; the plaintext does not cross the pipe.
+        plain = b"" if p.sealed_new is not None else p.plain
+        rows.append(
+            (
+                item.source_key,
+                item.origin,
+                plain,
+                p.fingerprint,
+                p.source_bi,
+                p.email_bi,
+                p.lookup_bis,
+                p.sealed_new,
+            )
+        )
+    return rows, part.problems, part.rows, part.fatal
+
+
+def _from_wire(wire: tuple[list[_Wire], list[ImportProblem], int, bool]) -> CsvResult:
+    rows, problems, count, fatal = wire
+    inputs = [
+        ContactInput(key, {}, [], "Contact", origin, Prepared(plain, fp, sbi, ebi, bis, new))
+        for key, origin, plain, fp, sbi, ebi, bis, new in rows
+    ]
+    return CsvResult(inputs, problems, count, fatal)
 
 
 def _produce(
     conn: Connection, ring: KeyRing, path: Path, mapping: CsvMapping, today: date, chunk_rows: int
 ) -> None:
     try:
-        for part in _inline_chunks(ring, path, mapping, today, chunk_rows):
-            conn.send(part)
+        # Sealing here too, as if every contact were new, moves the costliest step off the
+        # writer; the writer re-seals the few that turn out to exist under their own key.
+        for part in _inline_chunks(ring, path, mapping, today, chunk_rows, seal_as_new=True):
+            conn.send(_to_wire(part))
         conn.send(None)
     except BaseException as exc:
         conn.send(_ProducerFailed(type(exc).__name__))
@@ -575,7 +646,7 @@ def _parallel_chunks(
                 return
             if isinstance(part, _ProducerFailed):
                 raise RuntimeError(f"the CSV reader process failed ({part.kind})")
-            yield part
+            yield _from_wire(part)
     finally:
         receiver.close()
         child.join(timeout=5)
