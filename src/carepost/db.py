@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, LargeBinary, MetaData, create_engine, event
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.types import TypeDecorator
@@ -99,6 +99,13 @@ def read_only(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
+def driver_value(session: Session, column: Any, value: Any) -> Any:
+    """`value` as the driver receives it for `column` (what bind processing makes of it):
+    bulk writers process a shared value, such as the import's timestamp, once."""
+    proc = column.type._cached_bind_processor(session.connection().dialect)
+    return proc(value) if proc is not None else value
+
+
 def bulk_insert(
     session: Session, table: Any, columns: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> None:
@@ -106,41 +113,17 @@ def bulk_insert(
 
     The ORM and Core paths spend more time building per-row parameter dicts than SQLite
     spends storing the rows; imports write hundreds of thousands of rows, so they come
-    here. Column bind processors (aware datetimes, binary) still apply.
+    here. Values must be driver-ready: bytes, str, numbers, and datetimes passed through
+    `driver_value`.
     """
     if not rows:
         return
     conn = session.connection()
-    dialect = conn.dialect
-    # Both drivers take bytes as they are; the binary processor would only wrap them.
-    processors = [
-        None
-        if isinstance(table.c[name].type, LargeBinary)
-        else table.c[name].type._cached_bind_processor(dialect)
-        for name in columns
-    ]
-    marker = "?" if dialect.paramstyle == "qmark" else "%s"
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     sql = (
         f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608 (names from models)
         f"VALUES ({', '.join([marker] * len(columns))})"
     )
-    if any(processors):
-        active = [(i, p) for i, p in enumerate(processors) if p is not None]
-        # Rows of one import share their timestamps: process each distinct object once.
-        memo: dict[int, tuple[Any, Any]] = {}
-        prepared = []
-        for row in rows:
-            values = list(row)
-            for i, proc in active:
-                raw = values[i]
-                hit = memo.get(i)
-                if hit is not None and hit[0] is raw:
-                    values[i] = hit[1]
-                else:
-                    values[i] = proc(raw)
-                    memo[i] = (raw, values[i])
-            prepared.append(values)
-        rows = prepared
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.executemany(sql, rows)

@@ -24,7 +24,7 @@ from carepost.contacts.record import Record, canonical
 from carepost.crypto.blind_index import blind_index, record_fingerprint
 from carepost.crypto.envelope import aad, new_dek, open_sealed, seal, unwrap_dek, wrap_dek
 from carepost.crypto.keyring import KeyRing
-from carepost.db import bulk_insert
+from carepost.db import bulk_insert, driver_value
 
 DEK_VERSION = 1
 T = TypeVar("T")
@@ -108,7 +108,8 @@ class ContactInput:
 
 def prepare(ring: KeyRing, item: ContactInput, *, seal_as_new: bool = False) -> Prepared:
     plain = canonical(item.record)
-    lookup_bis = [(kind, blind_index(ring, kind, value)) for kind, value in item.lookups]
+    # dict.fromkeys: a value given twice ("a@x; a@x") is one lookup row.
+    lookup_bis = list(dict.fromkeys((k, blind_index(ring, k, v)) for k, v in item.lookups))
     email_bi = next((bi for kind, bi in lookup_bis if kind == "email"), None)
     sealed_new = None
     if seal_as_new:
@@ -284,6 +285,7 @@ class ContactWriter:
         self._cipher_for(existing_ids)
 
         now = self.now
+        now_db = driver_value(self.session, Contact.__table__.c.created_at, now)
         new_contacts: list[tuple[object, ...]] = []
         new_keys: list[tuple[object, ...]] = []
         new_lookups: list[tuple[str, str, str]] = []
@@ -306,7 +308,7 @@ class ContactWriter:
                     cipher = AESGCM(dek)
                     self._deks[cid] = (DEK_VERSION, cipher)
                     sealed = seal(cipher, prep.plain, contact_aad(cid, DEK_VERSION))
-                new_contacts.append((cid, now, now, self.source, fp, sealed))
+                new_contacts.append((cid, now_db, now_db, self.source, fp, sealed))
                 new_keys.append((cid, DEK_VERSION, kek_version, wrapped))
                 if sbi:
                     new_lookups.append(("source", sbi, cid))
@@ -341,7 +343,7 @@ class ContactWriter:
                     ContactLookup.contact_id.in_(relookup_ids), ContactLookup.kind != "source"
                 )
             )
-        bulk_insert(session, ContactLookup.__table__, LOOKUP_COLUMNS, sorted(set(new_lookups)))
+        bulk_insert(session, ContactLookup.__table__, LOOKUP_COLUMNS, new_lookups)
         for item, outcome in zip(chunk, outcomes, strict=True):
             self.counts.add(item.resource_type, outcome.status)
         return outcomes
@@ -356,6 +358,7 @@ class ContactWriter:
 
     def _upsert_fact_chunk(self, chunk: Sequence[FactInput]) -> list[Outcome]:
         ring = self.ring
+        now_db = driver_value(self.session, ClinicalFact.__table__.c.created_at, self.now)
         contact_ids = list({f.contact_id for f in chunk})
         self._cipher_for(contact_ids)
         existing: dict[tuple[str, str], tuple[str, str]] = {}
@@ -394,8 +397,8 @@ class ContactWriter:
                         fact.kind,
                         sbi,
                         fp,
-                        self.now,
-                        self.now,
+                        now_db,
+                        now_db,
                         seal(cipher, plain, fact_aad(fid, dek_version)),
                     )
                 )

@@ -27,6 +27,7 @@ from carepost.contacts.service import record_import
 from carepost.contacts.store import ContactInput, ContactWriter, Prepared, prepare
 from carepost.crypto.blind_index import normalize_email, normalize_identifier, normalize_phone
 from carepost.crypto.keyring import KeyRing
+from carepost.gc_pause import paused_gc
 
 FIELDS = (
     "external_id",
@@ -432,8 +433,9 @@ def _address(values: dict[str, str], record: Record, errors: list[tuple[str, str
     get = values.get
     line1, line2, city = get("address_line1"), get("address_line2"), get("city")
     state, postal, country = get("state"), get("postal_code"), get("country")
-    if all(v is None for v in (line1, line2, city, state, postal, country)):
-        return
+    if line1 is None and line2 is None and city is None and state is None and postal is None:  # noqa: SIM102
+        if country is None:
+            return
     address: dict[str, Any] = {}
     lines = [v for v in (line1, line2) if v is not None]
     if lines:
@@ -512,20 +514,21 @@ def import_csv(
     skipped: list[ImportProblem] = []
     rows = 0
     fatal = False
-    for part in chunks:
-        rows += part.rows
-        problems.extend(part.problems)
-        fatal = fatal or part.fatal
-        if problems and not skip_invalid:
-            if progress is not None:
-                progress(part.rows)
-            continue  # keep validating so the report is complete; write nothing more
-        outcomes = writer.upsert_contacts(part.inputs)
-        skipped.extend(
-            ImportProblem(item.origin, outcome.reason, "Contact")
-            for item, outcome in zip(part.inputs, outcomes, strict=True)
-            if outcome.status == "skipped"
-        )
+    with paused_gc():  # the reader process inherits the paused state when it forks
+        for part in chunks:
+            rows += part.rows
+            problems.extend(part.problems)
+            fatal = fatal or part.fatal
+            if problems and not skip_invalid:
+                if progress is not None:
+                    progress(part.rows)
+                continue  # keep validating so the report is complete; write nothing more
+            outcomes = writer.upsert_contacts(part.inputs)
+            skipped.extend(
+                ImportProblem(item.origin, outcome.reason, "Contact")
+                for item, outcome in zip(part.inputs, outcomes, strict=True)
+                if outcome.status == "skipped"
+            )
     if problems and (fatal or not skip_invalid or rows == 0):
         raise ImportRejected(problems)
     if problems:
