@@ -4,25 +4,32 @@ except `contacts show`, which is audited."""
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import orjson
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from carepost import migrate
 from carepost.audit import checkpoint as cp
 from carepost.audit import service as audit
-from carepost.audit.actor import Actor
 from carepost.audit.chain import PROBLEMS, ChainReport
+from carepost.cli_support import (
+    DataDir,
+    JsonFlag,
+    actor_of,
+    chosen_data_dir,
+    emit_json,
+    err,
+    fail,
+    out,
+    progress_bar,
+    set_root_data_dir,
+    workspace,
+)
 from carepost.config import load_settings
 from carepost.contacts import phi
 from carepost.contacts.importers.csv_import import CsvMapping, MappingError, import_csv
@@ -33,7 +40,7 @@ from carepost.contacts.synthetic import write_csv
 from carepost.crypto import service as key_service
 from carepost.crypto.keyring import KeyFileError, replace_key_file
 from carepost.db import transaction
-from carepost.workspace import Workspace, WorkspaceError, init_workspace, open_workspace
+from carepost.workspace import init_workspace, open_workspace
 
 # Tracebacks never show local variables: they may hold decrypted PHI.
 app = typer.Typer(
@@ -53,47 +60,10 @@ app.add_typer(contacts_app, name="contacts")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
-
-DataDir = Annotated[
-    Path | None,
-    typer.Option("--data-dir", help="Workspace folder [env CAREPOST_DATA_DIR; ./carepost-data]"),
-]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-_state: dict[str, Path | None] = {"data_dir": None}
-
 
 @app.callback()
 def _root(data_dir: DataDir = None) -> None:
-    _state["data_dir"] = data_dir
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
-
-
-def _emit_json(value: Any) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
-
-
-@contextmanager
-def _workspace(data_dir: Path | None) -> Iterator[Workspace]:
-    ws = open_workspace(data_dir or _state["data_dir"])
-    try:
-        ws.check_schema()
-        ws.keyring  # noqa: B018 (load early so a bad key file fails before any work)
-        yield ws
-    except (WorkspaceError, KeyFileError) as exc:
-        _fail(str(exc))
-    finally:
-        ws.close()
-
-
-def _actor(ws: Workspace) -> Actor:
-    return Actor.cli(ws.settings.actor)
+    set_root_data_dir(data_dir)
 
 
 # --- init / db -------------------------------------------------------------------------
@@ -101,9 +71,9 @@ def _actor(ws: Workspace) -> Actor:
 def init(data_dir: DataDir = None) -> None:
     """Create a workspace: database (migrated), owner-only key file, settings."""
     try:
-        ws = init_workspace(data_dir or _state["data_dir"])
+        ws = init_workspace(chosen_data_dir(data_dir))
     except KeyFileError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     s = ws.settings
     out.print(f"workspace ready in {s.data_dir}")
     out.print(f"  database  {_safe_url(s.resolved_database_url)}")
@@ -126,7 +96,7 @@ def _safe_url(url: str) -> str:
 @db_app.command("upgrade")
 def db_upgrade(data_dir: DataDir = None) -> None:
     """Apply database migrations up to the newest."""
-    ws = open_workspace(data_dir or _state["data_dir"])
+    ws = open_workspace(chosen_data_dir(data_dir))
     try:
         migrate.upgrade(ws.engine)
         out.print(f"database at revision {migrate.current_revision(ws.engine)}")
@@ -137,7 +107,7 @@ def db_upgrade(data_dir: DataDir = None) -> None:
 @db_app.command("check")
 def db_check(data_dir: DataDir = None) -> None:
     """Fail if the database schema and the code's models disagree."""
-    ws = open_workspace(data_dir or _state["data_dir"])
+    ws = open_workspace(chosen_data_dir(data_dir))
     try:
         drift = migrate.schema_drift(ws.engine)
     finally:
@@ -145,25 +115,11 @@ def db_check(data_dir: DataDir = None) -> None:
     if drift:
         for diff in drift:
             err.print(f"  {diff}")
-        _fail(f"{len(drift)} difference(s) between models and database")
+        fail(f"{len(drift)} difference(s) between models and database")
     out.print("models and database agree")
 
 
 # --- imports ---------------------------------------------------------------------------
-def _progress_bar(total: int, label: str) -> tuple[Progress, Callable[[int], None]]:
-    bar = Progress(
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    )
-    task = bar.add_task(label, total=total)
-    return bar, lambda n: bar.advance(task, n)
-
-
 def _print_problems(problems: list[ImportProblem], title: str, limit: int = 50) -> None:
     if not problems:
         return
@@ -204,11 +160,11 @@ def import_csv_cmd(
     try:
         csv_mapping = CsvMapping.load(mapping) if mapping else CsvMapping()
     except MappingError as exc:
-        _fail(str(exc), 2)
-    with _workspace(data_dir) as ws:
+        fail(str(exc), 2)
+    with workspace(data_dir) as ws:
         with file.open("rb") as fh:
             total = max(sum(1 for _ in fh) - 1, 0)
-        bar, advance = _progress_bar(total, "importing contacts")
+        bar, advance = progress_bar(total, "importing contacts")
         try:
             with bar, transaction(ws.engine) as session:
                 summary = import_csv(
@@ -216,7 +172,7 @@ def import_csv_cmd(
                     ws.keyring,
                     file,
                     csv_mapping,
-                    actor=_actor(ws),
+                    actor=actor_of(ws),
                     now=datetime.now(UTC),
                     skip_invalid=skip_invalid,
                     batch_size=ws.settings.import_batch_size,
@@ -227,10 +183,10 @@ def import_csv_cmd(
                 report, {"written": False, "invalid": [p.as_dict() for p in exc.problems]}
             )
             _print_problems(exc.problems, "invalid input")
-            _fail("nothing was written; fix the rows above or use --skip-invalid")
+            fail("nothing was written; fix the rows above or use --skip-invalid")
     _write_report(report, {"written": True, **summary.as_dict()})
     if json_out:
-        _emit_json(summary.as_dict())
+        emit_json(summary.as_dict())
         return
     _print_problems(summary.problems, "invalid rows, not imported")
     _print_problems(summary.skipped, "rows skipped")
@@ -252,28 +208,28 @@ def import_fhir_cmd(
     data_dir: DataDir = None,
 ) -> None:
     """Upsert patients and clinical facts from FHIR R4 (Bundles, resources, Bulk NDJSON)."""
-    with _workspace(data_dir) as ws:
+    with workspace(data_dir) as ws:
         result = read_fhir(paths)
         if result.problems and (not skip_invalid or result.total == 0):
             _write_report(
                 report, {"written": False, "invalid": [p.as_dict() for p in result.problems]}
             )
             _print_problems(result.problems, "invalid input")
-            _fail("nothing was written; fix the input or use --skip-invalid")
-        bar, advance = _progress_bar(result.total, "importing resources")
+            fail("nothing was written; fix the input or use --skip-invalid")
+        bar, advance = progress_bar(result.total, "importing resources")
         with bar, transaction(ws.engine) as session:
             summary = write_fhir(
                 session,
                 ws.keyring,
                 result,
-                actor=_actor(ws),
+                actor=actor_of(ws),
                 now=datetime.now(UTC),
                 batch_size=ws.settings.import_batch_size,
                 progress=advance,
             )
     _write_report(report, {"written": True, **summary.as_dict()})
     if json_out:
-        _emit_json(summary.as_dict())
+        emit_json(summary.as_dict())
         return
     _print_problems(summary.problems, "invalid resources, not imported")
     _print_problems(summary.skipped, "resources skipped")
@@ -292,7 +248,7 @@ def demo(
 ) -> None:
     """The foundation end to end on synthetic data: workspace, encrypted import, an
     audited lookup, a signed checkpoint and a verified audit chain."""
-    chosen = data_dir or _state["data_dir"]
+    chosen = chosen_data_dir(data_dir)
     settings = load_settings(chosen)
     if not settings.resolved_key_file.exists():
         init_workspace(chosen).close()
@@ -300,8 +256,8 @@ def demo(
     else:
         out.print(f"1. using workspace {settings.data_dir}")
     csv_path = write_csv(settings.data_dir / "demo" / "synthetic-contacts.csv", contacts)
-    with _workspace(chosen) as ws:
-        actor = _actor(ws)
+    with workspace(chosen) as ws:
+        actor = actor_of(ws)
         started = time.perf_counter()
         with transaction(ws.engine) as session:
             summary = import_csv(
@@ -356,10 +312,10 @@ def contacts_list(
     data_dir: DataDir = None,
 ) -> None:
     """Ids, times and clinical fact counts. No PHI."""
-    with _workspace(data_dir) as ws, transaction(ws.engine) as session:
+    with workspace(data_dir) as ws, transaction(ws.engine) as session:
         rows = list_contacts(session, limit=limit, after=after)
     if json_out:
-        _emit_json([r.as_dict() for r in rows])
+        emit_json([r.as_dict() for r in rows])
         return
     table = Table("id", "source", "created", "facts")
     for r in rows:
@@ -376,16 +332,16 @@ def contacts_show(
     data_dir: DataDir = None,
 ) -> None:
     """Show a contact's decrypted record. Writes an audit entry with your purpose."""
-    with _workspace(data_dir) as ws:
+    with workspace(data_dir) as ws:
         try:
             with transaction(ws.engine) as session:
                 view = phi.read_contact(
-                    session, ws.keyring, contact_id, actor=_actor(ws), purpose=purpose
+                    session, ws.keyring, contact_id, actor=actor_of(ws), purpose=purpose
                 )
         except (phi.ContactNotFound, phi.ContactShredded, phi.PurposeRequired) as exc:
-            _fail(str(exc))
+            fail(str(exc))
     if json_out:
-        _emit_json(view.as_dict())
+        emit_json(view.as_dict())
         return
     out.print_json(orjson.dumps(view.as_dict()).decode())
 
@@ -410,14 +366,14 @@ def audit_verify(
     data_dir: DataDir = None,
 ) -> None:
     """Recompute the hash chain; with a checkpoint, also detect truncation."""
-    with _workspace(data_dir) as ws:
+    with workspace(data_dir) as ws:
         try:
             signed = cp.load(checkpoint) if checkpoint else None
         except cp.CheckpointError as exc:
-            _fail(str(exc), 2)
+            fail(str(exc), 2)
         report = audit.verify(ws.engine, checkpoint=signed, ring=ws.keyring)
     if json_out:
-        _emit_json(_report_dict(report))
+        emit_json(_report_dict(report))
     elif report.ok:
         extra = f", matches checkpoint of {signed.size}" if signed else ""
         out.print(
@@ -440,7 +396,7 @@ def audit_checkpoint(
     data_dir: DataDir = None,
 ) -> None:
     """Sign the current chain head (Ed25519) into a file kept outside the database."""
-    with _workspace(data_dir) as ws:
+    with workspace(data_dir) as ws:
         signed, report = audit.make_checkpoint(ws.engine, ws.keyring, out_file)
     if not report.ok:
         err.print(
@@ -449,7 +405,7 @@ def audit_checkpoint(
         )
         raise typer.Exit(1)
     if json_out:
-        _emit_json(
+        emit_json(
             {
                 "size": signed.size,
                 "head_hash": signed.head_hash.hex(),
@@ -466,20 +422,20 @@ def audit_checkpoint(
 @keys_app.command("rotate")
 def keys_rotate(json_out: JsonFlag = False, data_dir: DataDir = None) -> None:
     """Make a new key-encryption key primary and re-wrap every data key under it."""
-    with _workspace(data_dir) as ws:
+    with workspace(data_dir) as ws:
         new_ring = ws.keyring.with_new_primary()
         # The key file first: it keeps the old versions, so if the re-wrap below fails or
         # the process dies, every data key is still readable and a rerun finishes the job.
         replace_key_file(ws.settings.resolved_key_file, new_ring)
         with transaction(ws.engine) as session:
-            result = key_service.rewrap_data_keys(session, new_ring, actor=_actor(ws))
+            result = key_service.rewrap_data_keys(session, new_ring, actor=actor_of(ws))
     payload = {
         "primary_version": result.to_version,
         "rewrapped": result.rewrapped,
         "from_versions": {str(k): v for k, v in result.from_versions.items()},
     }
     if json_out:
-        _emit_json(payload)
+        emit_json(payload)
     else:
         out.print(
             f"key version {result.to_version} is primary; {result.rewrapped} data keys "
@@ -490,7 +446,7 @@ def keys_rotate(json_out: JsonFlag = False, data_dir: DataDir = None) -> None:
 @keys_app.command("status")
 def keys_status(json_out: JsonFlag = False, data_dir: DataDir = None) -> None:
     """Key versions in the key file and how many data keys each wraps."""
-    with _workspace(data_dir) as ws, transaction(ws.engine) as session:
+    with workspace(data_dir) as ws, transaction(ws.engine) as session:
         usage = key_service.kek_usage(session)
         ring = ws.keyring
     payload = {
@@ -500,7 +456,7 @@ def keys_status(json_out: JsonFlag = False, data_dir: DataDir = None) -> None:
         "audit_key_id": ring.verify_key_id(),
     }
     if json_out:
-        _emit_json(payload)
+        emit_json(payload)
         return
     out.print(f"primary key version {ring.primary_version}; versions {sorted(ring.keks)}")
     for version, n in sorted(usage.items()):
