@@ -31,6 +31,7 @@ from carepost.cli_support import (
     workspace,
 )
 from carepost.config import load_settings
+from carepost.consent import commands as consent_commands
 from carepost.contacts import phi
 from carepost.contacts.importers.csv_import import CsvMapping, MappingError, import_csv
 from carepost.contacts.importers.errors import ImportProblem, ImportRejected
@@ -40,6 +41,7 @@ from carepost.contacts.synthetic import write_csv
 from carepost.crypto import service as key_service
 from carepost.crypto.keyring import KeyFileError, replace_key_file
 from carepost.db import transaction
+from carepost.web import commands as web_commands
 from carepost.workspace import init_workspace, open_workspace
 
 # Tracebacks never show local variables: they may hold decrypted PHI.
@@ -59,6 +61,9 @@ app.add_typer(import_app, name="import")
 app.add_typer(contacts_app, name="contacts")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
+app.add_typer(consent_commands.consent_app, name="consent")
+app.add_typer(consent_commands.suppress_app, name="suppress")
+app.command("serve")(web_commands.serve)
 
 
 @app.callback()
