@@ -111,17 +111,16 @@ async def one_click(request: Request, token: str) -> HTMLResponse:
     actor = _actor(request, tok)
 
     def apply() -> None:
-        with transaction(ws.engine) as session:
-            # A contact that is gone gets nothing anyway: NotFound changes nothing.
-            with contextlib.suppress(service.NotFound):
-                service.unsubscribe_topic(
-                    session,
-                    contact_id=tok.contact_id,
-                    channel=tok.channel,
-                    topic=tok.topic,
-                    actor=actor,
-                    clock=clock,
-                )
+        # A contact that is gone gets nothing anyway: NotFound changes nothing.
+        with transaction(ws.engine) as session, contextlib.suppress(service.NotFound):
+            service.unsubscribe_topic(
+                session,
+                contact_id=tok.contact_id,
+                channel=tok.channel,
+                topic=tok.topic,
+                actor=actor,
+                clock=clock,
+            )
 
     await run_in_threadpool(apply)
     return HTMLResponse(
