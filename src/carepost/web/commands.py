@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -35,12 +35,27 @@ def serve(
         app = create_app(ws)
         scheme = "https" if ssl_certfile else "http"
         out.print(f"serving on {scheme}://{host}:{port} (HSTS on; put TLS in front if http)")
-        uvicorn.run(
-            app,
-            host=host,
-            port=port,
-            ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
-            ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
-            access_log=False,  # paths carry tokens; no need to keep them in logs
-            server_header=False,
-        )
+        uvicorn.Server(server_config(app, host, port, ssl_certfile, ssl_keyfile)).run()
+
+
+def server_config(
+    app: Any,
+    host: str,
+    port: int,
+    ssl_certfile: Path | None = None,
+    ssl_keyfile: Path | None = None,
+    log_level: str = "info",
+) -> Any:
+    """The uvicorn configuration `carepost serve` runs (tests start the same one)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+        ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
+        access_log=False,  # paths carry tokens; they stay out of logs
+        server_header=False,
+        log_level=log_level,
+    )
