@@ -172,6 +172,9 @@ def authorization_problems(
     return _NONE if problems is None else tuple(problems)
 
 
+_new_decision = tuple.__new__  # Decision(...) without NamedTuple's Python-level __new__
+
+
 def _decide(
     state: ContactState,
     exempt: bool,
@@ -190,10 +193,14 @@ def _decide(
     status = None
     events = state.consents.get(key)
     if events:
-        for ev in reversed(events):
-            if ev.at <= at:
-                status = ev.status
-                break
+        last = events[-1]
+        if last.at <= at:
+            status = last.status
+        else:
+            for ev in reversed(events):
+                if ev.at <= at:
+                    status = ev.status
+                    break
     if status == OPTED_OUT:
         reasons = (reasons or []) + [OPTED_OUT_TOPIC]
     if exempt:
@@ -210,17 +217,26 @@ def _decide(
     else:
         failed: list[str] = []
         for a in auths:
-            problems = authorization_problems(a, at, sender, paid)
-            if problems:
-                failed.extend(problems)
-            elif relied is None or (a.signed_at, a.id) > (relied.signed_at, relied.id):
-                relied = a  # the most recently signed valid one, ties by id
+            # The common case inline; authorization_problems says why when it fails.
+            if (
+                a.covers_marketing
+                and a.valid_from <= at < a.valid_until
+                and sender in a.recipients
+                and (a.remuneration_statement or not paid)
+            ):
+                if relied is None or (a.signed_at, a.id) > (relied.signed_at, relied.id):
+                    relied = a  # the most recently signed valid one, ties by id
+            else:
+                failed.extend(authorization_problems(a, at, sender, paid))
         if relied is None:
             reasons = (reasons or []) + failed
     rid = relied.id if relied is not None else None
     if reasons is None:
-        return Decision(True, (AUTHORIZED,), rid)
+        return _new_decision(Decision, (True, _AUTHORIZED_REASONS, rid))
     return Decision(False, _ordered(reasons), rid)
+
+
+_AUTHORIZED_REASONS = (AUTHORIZED,)
 
 
 def _classify(message_class: str, channel: str) -> tuple[bool, bool, list[str]]:

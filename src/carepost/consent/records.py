@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 
 # --- vocabulary ------------------------------------------------------------------------
@@ -45,6 +45,9 @@ PURPOSE_CODES: Final = ("marketing", "sale_of_phi", "research", "disclosure", "o
 # The covered entity itself, as a sender id. Third parties use their own ids.
 SELF_SENDER: Final = "self"
 
+# Later than any real time: "not signed" starts here, "no end" ends here.
+NEVER: Final = datetime.max.replace(tzinfo=UTC)
+
 TOPIC_MAX = 64
 _TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
@@ -80,6 +83,19 @@ class AuthorizationState:
     revoked_at: datetime | None = None
     remuneration_statement: bool = False
     complete: bool = True
+    # Derived once, so the gate's hot loop compares two times instead of five:
+    # valid in [valid_from, valid_until) for marketing when `covers_marketing`.
+    valid_from: datetime = field(init=False, compare=False, repr=False)
+    valid_until: datetime = field(init=False, compare=False, repr=False)
+    covers_marketing: bool = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        ends = [t for t in (self.expires_at, self.expiry_event_at, self.revoked_at) if t]
+        object.__setattr__(self, "valid_from", self.signed_at or NEVER)
+        object.__setattr__(self, "valid_until", min(ends) if ends else NEVER)
+        object.__setattr__(
+            self, "covers_marketing", self.complete and PURPOSE_MARKETING in self.purposes
+        )
 
 
 @dataclass(frozen=True, slots=True)
