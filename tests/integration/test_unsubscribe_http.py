@@ -189,11 +189,22 @@ def test_one_click_post_unsubscribes_at_once_and_is_audited(site: Site) -> None:
     assert row.source == "unsubscribe_link"
 
 
+def test_one_click_as_multipart_form_data(site: Site) -> None:
+    # RFC 8058 section 3.1: the POST SHOULD be multipart/form-data.
+    with site.client() as c:
+        r = c.post(f"/u/{site.token()}", files={"List-Unsubscribe": (None, "One-Click")})
+        assert r.request.headers["content-type"].startswith("multipart/form-data")
+        assert r.status_code == 200
+    assert _status(site) == "opted_out"
+
+
 def test_post_without_one_click_body_is_refused(site: Site) -> None:
     before = site.counts()
     with site.client() as c:
         assert c.post(f"/u/{site.token()}", data={"x": "y"}).status_code == 400
         assert c.post(f"/u/{site.token()}").status_code == 400
+        multipart_wrong = c.post(f"/u/{site.token()}", files={"List-Unsubscribe": (None, "No")})
+        assert multipart_wrong.status_code == 400
     assert site.counts() == before
 
 

@@ -681,6 +681,8 @@ def gate_batch(
     if not campaign_id or len(campaign_id) > 64:
         raise ConsentError("campaign id must be 1-64 characters")
     ids = list(dict.fromkeys(contact_ids))
+    if any(not cid or len(cid) > 32 for cid in ids):
+        raise ConsentError("contact ids are 1-32 characters")
     states = load_states(session, ids, channel=channel, topic=topic, lock=True)
     # Time is read after the locks are held: a change that committed before is older.
     at = clock()

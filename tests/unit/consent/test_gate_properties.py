@@ -110,7 +110,8 @@ def test_no_marketing_without_a_valid_authorization(s: ContactState, msg: tuple)
         assert relied, "an allowed marketing decision names the authorization it relied on"
         assert any(valid_for(a, at, sender, paid) for a in relied)
         events = [e for e in s.consents.get((channel, topic), ()) if e.at <= at]
-        assert events and events[-1].status == "opted_in"
+        assert events
+        assert events[-1].status == "opted_in"
     if cls in ("marketing", "marketing_paid") and not any(
         valid_for(a, at, sender, cls == "marketing_paid") for a in s.authorizations
     ):

@@ -18,6 +18,8 @@ import contextlib
 import hmac
 import ipaddress
 import secrets
+from email import policy as email_policy
+from email.parser import BytesParser
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
@@ -73,13 +75,43 @@ def _actor(request: Request, tok: UnsubscribeToken) -> Actor:
 
 
 async def _form(request: Request) -> dict[str, list[str]] | None:
+    """The form fields of a small body, urlencoded or multipart/form-data (RFC 8058 section
+    3.1: one-click POSTs SHOULD be multipart and MAY be urlencoded). None when unreadable."""
     body = await request.body()
     if len(body) > MAX_FORM_BYTES:
         return None
+    content_type = request.headers.get("content-type", "")
+    if content_type.lower().startswith("multipart/form-data"):
+        return _multipart(content_type, body)
     try:
         return parse_qs(body.decode("ascii"), keep_blank_values=True, max_num_fields=200)
     except (UnicodeDecodeError, ValueError):
         return None
+
+
+def _multipart(content_type: str, body: bytes) -> dict[str, list[str]] | None:
+    if "\r" in content_type or "\n" in content_type:
+        return None
+    message = BytesParser(policy=email_policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+    )
+    if not message.is_multipart():
+        return None
+    fields: dict[str, list[str]] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str) or part.get_filename() is not None:
+            continue
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            continue
+        try:
+            fields.setdefault(name, []).append(payload.decode("utf-8").strip())
+        except UnicodeDecodeError:
+            return None
+        if len(fields) > 200:
+            return None
+    return fields
 
 
 @router.api_route("/u/{token}", methods=["GET", "HEAD"], response_class=HTMLResponse)
