@@ -298,3 +298,56 @@ def test_pages_escape_and_show_no_phi(site: Site) -> None:
         page = c.get(f"/p/{site.token()}").text + c.get(f"/u/{site.token()}").text
     assert "p0@example.org" not in page
     assert site.ids[0] not in page
+
+
+def test_carepost_serve_runs_the_app_over_tls(
+    workspace: Workspace, settings: Any, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    cert, key = _self_signed(tmp_path)
+    port = _free_port()
+    env = {
+        **os.environ,
+        "CAREPOST_DATA_DIR": str(settings.data_dir),
+        "CAREPOST_DATABASE_URL": settings.database_url,
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "carepost.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--ssl-certfile",
+            str(cert),
+            "--ssl-keyfile",
+            str(key),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ctx = ssl.create_default_context(cafile=str(cert))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.get(f"https://127.0.0.1:{port}/healthz", verify=ctx, timeout=2)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        assert r.status_code == 200
+        assert "strict-transport-security" in r.headers
+        token = make_token(workspace.keyring, "0" * 32, "email", "newsletter")
+        assert httpx.head(f"https://127.0.0.1:{port}/u/{token}", verify=ctx).status_code == 200
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=15)
+    assert token not in stderr
