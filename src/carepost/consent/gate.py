@@ -3,7 +3,7 @@
 No database, no network, no clock: `decide(contact_state, message_class, channel, topic,
 sender, at)` says whether one message may go, with every reason that applies and the
 authorization relied on. `decide_batch` does the same for many recipients over a preloaded
-state; it runs the same code per recipient, so both forms always agree.
+state; `decide` is `decide_batch` over a batch of one, so both forms always agree.
 
 Rules (the issue's, with their sources):
 
@@ -35,7 +35,9 @@ from carepost.consent.records import (
     OPTED_OUT,
     PURPOSE_MARKETING,
     AuthorizationState,
+    ConsentEvent,
     ContactState,
+    SuppressionState,
 )
 
 # --- reason codes ----------------------------------------------------------------------
@@ -173,70 +175,26 @@ def authorization_problems(
 
 
 _new_decision = tuple.__new__  # Decision(...) without NamedTuple's Python-level __new__
-
-
-def _decide(
-    state: ContactState,
-    exempt: bool,
-    paid: bool,
-    channel: str,
-    key: tuple[str, str],
-    sender: str,
-    at: datetime,
-) -> Decision:
-    reasons: list[str] | None = None
-    # 1. Suppression always wins.
-    for s in state.suppressions:
-        if s.channel == channel and s.at <= at and (s.removed_at is None or s.removed_at > at):
-            reasons = (reasons or []) + [SUPPRESSION_CODES.get(s.reason, SUPPRESSED_MANUAL)]
-    # 2. The consent for this channel and topic in force at `at` (history, latest wins).
-    status = None
-    events = state.consents.get(key)
-    if events:
-        last = events[-1]
-        if last.at <= at:
-            status = last.status
-        else:
-            for ev in reversed(events):
-                if ev.at <= at:
-                    status = ev.status
-                    break
-    if status == OPTED_OUT:
-        reasons = (reasons or []) + [OPTED_OUT_TOPIC]
-    if exempt:
-        if reasons is None:
-            return ALLOWED_EXEMPT
-        return Decision(False, _ordered(reasons), None)
-    # 3. Marketing: an opt-in and a valid authorization.
-    if status is None:
-        reasons = (reasons or []) + [NO_OPT_IN]
-    relied: AuthorizationState | None = None
-    auths = state.authorizations
-    if not auths:
-        reasons = (reasons or []) + [NO_AUTHORIZATION]
-    else:
-        failed: list[str] = []
-        for a in auths:
-            # The common case inline; authorization_problems says why when it fails.
-            if (
-                a.covers_marketing
-                and a.valid_from <= at < a.valid_until
-                and sender in a.recipients
-                and (a.remuneration_statement or not paid)
-            ):
-                if relied is None or (a.signed_at, a.id) > (relied.signed_at, relied.id):
-                    relied = a  # the most recently signed valid one, ties by id
-            else:
-                failed.extend(authorization_problems(a, at, sender, paid))
-        if relied is None:
-            reasons = (reasons or []) + failed
-    rid = relied.id if relied is not None else None
-    if reasons is None:
-        return _new_decision(Decision, (True, _AUTHORIZED_REASONS, rid))
-    return Decision(False, _ordered(reasons), rid)
-
-
 _AUTHORIZED_REASONS = (AUTHORIZED,)
+
+
+def _suppression_reasons(
+    suppressions: tuple[SuppressionState, ...], channel: str, at: datetime
+) -> list[str] | None:
+    found = [
+        SUPPRESSION_CODES.get(s.reason, SUPPRESSED_MANUAL)
+        for s in suppressions
+        if s.channel == channel and s.at <= at and (s.removed_at is None or s.removed_at > at)
+    ]
+    return found or None
+
+
+def _status_at(events: tuple[ConsentEvent, ...], at: datetime) -> str | None:
+    """The consent statement in force at `at`: the latest one made at or before it."""
+    for ev in reversed(events):
+        if ev.at <= at:
+            return ev.status
+    return None
 
 
 def _classify(message_class: str, channel: str) -> tuple[bool, bool, list[str]]:
@@ -256,13 +214,10 @@ def decide(
     sender: str,
     at: datetime,
 ) -> Decision:
-    """The gate for one message. `at` must be an aware datetime."""
-    if at.tzinfo is None:
-        raise ValueError("the gate needs an aware datetime")
-    exempt, paid, problems = _classify(message_class, channel)
-    if problems:
-        return Decision(False, _ordered(problems), None)
-    return _decide(contact_state, exempt, paid, channel, (channel, topic), sender, at)
+    """The gate for one message. `at` must be an aware datetime. It is the batch form over a
+    batch of one, so the two can never disagree."""
+    cid = contact_state.contact_id
+    return decide_batch({cid: contact_state}, (cid,), message_class, channel, topic, sender, at)[0]
 
 
 def decide_batch(
@@ -290,10 +245,51 @@ def decide_batch(
     get = states.get
     out: list[Decision] = []
     append = out.append
+    opted_out = OPTED_OUT
+    new = _new_decision
+    allowed_reasons = _AUTHORIZED_REASONS
     for cid in contact_ids:
         state = get(cid)
         if state is None:
             append(unknown)
+            continue
+        # 1. Suppression always wins.
+        sups = state.suppressions
+        reasons = _suppression_reasons(sups, channel, at) if sups else None
+        # 2. The consent for this channel and topic in force at `at` (latest wins).
+        status = None
+        events = state.consents.get(key)
+        if events:
+            last = events[-1]
+            status = last.status if last.at <= at else _status_at(events, at)
+            if status == opted_out:
+                reasons = (reasons or []) + [OPTED_OUT_TOPIC]
+        if exempt:
+            append(ALLOWED_EXEMPT if reasons is None else Decision(False, _ordered(reasons), None))
+            continue
+        # 3. Marketing: an opt-in and a valid authorization.
+        if status is None:
+            reasons = (reasons or []) + [NO_OPT_IN]
+        relied: AuthorizationState | None = None
+        auths = state.authorizations
+        if auths:
+            for a in auths:
+                if (
+                    a.covers_marketing
+                    and a.valid_from <= at < a.valid_until
+                    and sender in a.recipients
+                    and (a.remuneration_statement or not paid)
+                ) and (relied is None or (a.signed_at, a.id) > (relied.signed_at, relied.id)):
+                    relied = a  # the most recently signed valid one, ties by id
+            if relied is None:
+                failed: list[str] = []
+                for a in auths:
+                    failed.extend(authorization_problems(a, at, sender, paid))
+                reasons = (reasons or []) + failed
         else:
-            append(_decide(state, exempt, paid, channel, key, sender, at))
+            reasons = (reasons or []) + [NO_AUTHORIZATION]
+        if reasons is None:
+            append(new(Decision, (True, allowed_reasons, relied.id)))  # type: ignore[union-attr]
+        else:
+            append(Decision(False, _ordered(reasons), relied.id if relied is not None else None))
     return out
