@@ -535,7 +535,7 @@ def load_states(
     topic: str | None = None,
     lock: bool = False,
 ) -> dict[str, ContactState]:
-    """Everything the gate needs for these contacts, in four queries per 1,000 ids and
+    """Everything the gate needs for these contacts, in five queries per 1,000 ids and
     nothing decrypted. Ids that are not contacts are absent from the result (the gate
     denies them). With `lock`, the contact rows are locked FOR SHARE first (PostgreSQL)."""
     existing = _lock_contacts(session, contact_ids, share=True) if lock else None
