@@ -24,13 +24,14 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from carepost.audit.actor import Actor
 from carepost.consent import service
 from carepost.consent.records import OPTED_IN, OPTED_OUT
 from carepost.consent.tokens import BadToken, UnsubscribeToken, read_token
-from carepost.db import transaction
+from carepost.db import read_only, transaction
 from carepost.web.pages.templates import render
 from carepost.workspace import Workspace
 
@@ -182,7 +183,8 @@ def _preferences(
 ) -> HTMLResponse:
     ws = _ws(request)
     now = request.app.state.clock()
-    with transaction(ws.engine) as session:
+    # Read-only (no write lock on SQLite): link scanners fetch these pages a lot.
+    with read_only(ws.engine) as conn, Session(bind=conn) as session:
         statuses = service.current_topics(session, tok.contact_id, tok.channel, now)
         all_off = service.is_unsubscribed_all(session, tok.contact_id, tok.channel)
     statuses.setdefault(tok.topic, OPTED_IN)
