@@ -141,8 +141,18 @@ ALLOWED_EXEMPT = Decision(True, (EXEMPT_CLASS,), None)
 _NONE: tuple[str, ...] = ()
 
 
+_ORDERED: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
 def _ordered(codes: list[str]) -> tuple[str, ...]:
-    return tuple(sorted(set(codes), key=_RANK.__getitem__))
+    """The codes without repeats, in DENIAL_ORDER (memoized: the universe is small)."""
+    key = tuple(codes)
+    found = _ORDERED.get(key)
+    if found is None:
+        found = tuple(sorted(set(codes), key=_RANK.__getitem__))
+        if len(_ORDERED) < 4096:
+            _ORDERED[key] = found
+    return found
 
 
 def authorization_problems(
@@ -150,28 +160,28 @@ def authorization_problems(
 ) -> tuple[str, ...]:
     """Why this authorization does not support this marketing message at `at` (empty when
     it does)."""
-    problems: list[str] | None = None
+    problems: list[str] = []
     if not a.complete:
-        problems = [AUTH_INCOMPLETE]
+        problems.append(AUTH_INCOMPLETE)
     signed = a.signed_at
     if signed is None or signed > at:
-        problems = (problems or []) + [AUTH_NOT_SIGNED]
+        problems.append(AUTH_NOT_SIGNED)
     exp = a.expires_at
     if exp is not None and at >= exp:
-        problems = (problems or []) + [AUTH_EXPIRED]
+        problems.append(AUTH_EXPIRED)
     event = a.expiry_event_at
     if event is not None and event <= at:
-        problems = (problems or []) + [AUTH_EXPIRY_EVENT]
+        problems.append(AUTH_EXPIRY_EVENT)
     revoked = a.revoked_at
     if revoked is not None and revoked <= at:
-        problems = (problems or []) + [AUTH_REVOKED]
+        problems.append(AUTH_REVOKED)
     if PURPOSE_MARKETING not in a.purposes:
-        problems = (problems or []) + [AUTH_PURPOSE]
+        problems.append(AUTH_PURPOSE)
     if sender not in a.recipients:
-        problems = (problems or []) + [AUTH_RECIPIENT]
+        problems.append(AUTH_RECIPIENT)
     if paid and not a.remuneration_statement:
-        problems = (problems or []) + [AUTH_REMUNERATION]
-    return _NONE if problems is None else tuple(problems)
+        problems.append(AUTH_REMUNERATION)
+    return tuple(problems) if problems else _NONE
 
 
 _new_decision = tuple.__new__  # Decision(...) without NamedTuple's Python-level __new__
@@ -248,6 +258,7 @@ def decide_batch(
     opted_out = OPTED_OUT
     new = _new_decision
     allowed_reasons = _AUTHORIZED_REASONS
+    ordered = _ordered
     for cid in contact_ids:
         state = get(cid)
         if state is None:
@@ -265,7 +276,11 @@ def decide_batch(
             if status == opted_out:
                 reasons = (reasons or []) + [OPTED_OUT_TOPIC]
         if exempt:
-            append(ALLOWED_EXEMPT if reasons is None else Decision(False, _ordered(reasons), None))
+            append(
+                ALLOWED_EXEMPT
+                if reasons is None
+                else new(Decision, (False, ordered(reasons), None))
+            )
             continue
         # 3. Marketing: an opt-in and a valid authorization.
         if status is None:
@@ -291,5 +306,6 @@ def decide_batch(
         if reasons is None:
             append(new(Decision, (True, allowed_reasons, relied.id)))  # type: ignore[union-attr]
         else:
-            append(Decision(False, _ordered(reasons), relied.id if relied is not None else None))
+            rid = relied.id if relied is not None else None
+            append(new(Decision, (False, ordered(reasons), rid)))
     return out
