@@ -76,6 +76,8 @@ def render_settings_file(settings: Settings) -> str:
         f'database_url = "{settings.database_url}"  # empty: SQLite in this folder',
         f'key_file = "{settings.key_file}"  # empty: keys.json in this folder',
         f"import_batch_size = {settings.import_batch_size}",
+        "# Public https base of `carepost serve`, used in unsubscribe links:",
+        f'public_url = "{settings.public_url}"',
         "",
     ]
     return "\n".join(lines)
