@@ -58,10 +58,12 @@ def record_events(
     events: Sequence[tuple[str, str | None, str, str | None, str, str | None, datetime]],
 ) -> int:
     """Bulk form of record_event: (contact_id, message_id, kind, name, verdict, reason, at)."""
-    col = EngagementEvent.__table__.c.at  # type: ignore[attr-defined]
+    col = EngagementEvent.__table__.c.at
     rows = []
     for contact_id, message_id, kind, name, verdict, reason, at in events:
         _check(kind, verdict, name)
-        rows.append((contact_id, message_id, kind, name, verdict, reason, driver_value(session, col, at)))
+        rows.append(
+            (contact_id, message_id, kind, name, verdict, reason, driver_value(session, col, at))
+        )
     bulk_insert(session, EngagementEvent.__table__, COLUMNS, rows)
     return len(rows)
