@@ -432,10 +432,11 @@ def person(n: int, rnd: random.Random, seed: int, as_of: date) -> Person:
     return p
 
 
-def people(count: int, seed: int, as_of: date) -> Iterator[Person]:
-    rnd = random.Random(seed)
-    for n in range(count):
-        yield person(n, rnd, seed, as_of)
+def people(count: int, seed: int, as_of: date, start: int = 0) -> Iterator[Person]:
+    """Contacts start .. start+count-1. Each has its own random stream (from the seed and
+    its number), so any range can be generated without the ones before it."""
+    for n in range(start, start + count):
+        yield person(n, random.Random(seed * 1_000_003 + n), seed, as_of)
 
 
 @dataclass
@@ -457,11 +458,14 @@ def write_population(
     as_of: date,
     actor: Actor,
     now: datetime,
+    start: int = 0,
     batch_size: int = 2000,
     progress: Callable[[int], None] | None = None,
 ) -> PopulationSummary:
-    """Generate and write. Re-running with the same seed and as_of changes nothing
-    (contacts and facts upsert by source key; events are written for new contacts only)."""
+    """Generate contacts start .. start+contacts-1 and write them. Re-running with the same
+    seed and as_of changes nothing (contacts and facts upsert by source key; events are
+    written for new contacts only). Large populations are written in several calls, one
+    transaction each (see `carepost demo-data`), so the database's log stays small."""
     writer = ContactWriter(session, ring, now=now, source="demo", batch_size=batch_size)
     events_written = 0
     batch: list[Person] = []
@@ -492,7 +496,7 @@ def write_population(
             progress(len(batch))
         batch.clear()
 
-    for p in people(contacts, seed, as_of):
+    for p in people(contacts, seed, as_of, start):
         batch.append(p)
         if len(batch) >= batch_size:
             flush()
@@ -504,6 +508,12 @@ def write_population(
         session,
         actor=actor,
         action="contacts.demo_data_generated",
-        details={"seed": seed, "as_of": as_of.isoformat(), **summary.as_dict()},
+        details={
+            "seed": seed,
+            "as_of": as_of.isoformat(),
+            "first": start,
+            "last": start + contacts - 1,
+            **summary.as_dict(),
+        },
     )
     return summary

@@ -27,7 +27,7 @@ from carepost.cli_support import (
     workspace,
 )
 from carepost.contacts import phi
-from carepost.contacts.population import write_population
+from carepost.contacts.population import PopulationSummary, write_population
 from carepost.db import read_only, transaction
 from carepost.segments import evaluator, service
 from carepost.segments.ast import RuleError
@@ -35,6 +35,7 @@ from carepost.segments.parser import parse
 from carepost.segments.printer import print_rule
 from carepost.segments.snapshot import build_snapshot
 
+DEMO_CHUNK = 50_000
 segment_app = typer.Typer(no_args_is_help=True, help="Segments: rules over contacts, counted live.")
 
 AtOption = Annotated[
@@ -338,22 +339,34 @@ def demo_data(
         day = date.fromisoformat(as_of) if as_of else datetime.now(UTC).date()
     except ValueError:
         fail(f"--as-of: not a date (YYYY-MM-DD): {as_of!r}", 2)
+    totals: dict[str, dict[str, int]] = {"contacts": {}, "facts": {}}
+    events = 0
     with workspace(data_dir) as ws:
         started = time.perf_counter()
         bar, advance = progress_bar(contacts, "generating contacts")
-        with bar, transaction(ws.engine) as session:
-            summary = write_population(
-                session,
-                ws.keyring,
-                contacts=contacts,
-                seed=seed,
-                as_of=day,
-                actor=actor_of(ws),
-                now=datetime.now(UTC),
-                batch_size=ws.settings.import_batch_size,
-                progress=advance,
-            )
+        with bar:
+            # One transaction per chunk keeps SQLite's write-ahead log small; a rerun
+            # after an interruption finishes the job (contacts upsert by source key).
+            for first in range(0, contacts, DEMO_CHUNK):
+                with transaction(ws.engine) as session:
+                    part = write_population(
+                        session,
+                        ws.keyring,
+                        contacts=min(DEMO_CHUNK, contacts - first),
+                        start=first,
+                        seed=seed,
+                        as_of=day,
+                        actor=actor_of(ws),
+                        now=datetime.now(UTC),
+                        batch_size=ws.settings.import_batch_size,
+                        progress=advance,
+                    )
+                for key, counts in (("contacts", part.contacts), ("facts", part.facts)):
+                    for status, n in counts.items():
+                        totals[key][status] = totals[key].get(status, 0) + n
+                events += part.events
         elapsed = time.perf_counter() - started
+    summary = PopulationSummary(totals["contacts"], totals["facts"], events)
     payload = {
         **summary.as_dict(),
         "seed": seed,

@@ -184,7 +184,11 @@ def _numbers_mask(x: npt.NDArray[Any], op: str, value: object) -> B:
     return OPS[op](x, value)  # type: ignore[return-value]
 
 
-def _vocab_mask(codes: npt.NDArray[np.int32], values: list[Any], pred: Callable[[Any], bool]) -> B:
+def _vocab_mask(
+    codes: npt.NDArray[np.int32] | npt.NDArray[np.int8],
+    values: list[Any],
+    pred: Callable[[Any], bool],
+) -> B:
     table = np.zeros(len(values) + 1, dtype=bool)  # last slot: NO_CODE (-1) -> False
     for i, v in enumerate(values):
         table[i] = pred(v)
@@ -203,11 +207,20 @@ def _window(t: npt.NDArray[np.int64], at: int, within: int | None) -> B:
     return (t >= at - within * DAY) & (t <= at)
 
 
+NO_GROUPS: dict[str, Any] = {}
+GROUP_KINDS = {
+    id(CONDITION_GROUPS): "condition",
+    id(MEDICATION_GROUPS): "medication",
+    id(VACCINE_GROUPS): "vaccine",
+    id(NO_GROUPS): "none",
+}
+
+
 def _code_table(snap: Snapshot, arg: str, groups: Mapping[str, Any], icd10_prefix: bool) -> B:
-    key = ("codes", arg, id(groups), icd10_prefix, len(snap.codes))
+    key = ("codes", arg, GROUP_KINDS[id(groups)], icd10_prefix, len(snap.codes))
     cached = snap.cache.get(key)
     if cached is None:
-        match = code_matcher(arg, dict(groups), icd10_prefix=icd10_prefix)
+        match = code_matcher(arg, groups, icd10_prefix=icd10_prefix)
         cached = np.zeros(len(snap.codes) + 1, dtype=bool)
         for i, (system, code) in enumerate(snap.codes.values):
             cached[i] = match(system, code)
@@ -254,18 +267,20 @@ def stage_array(snap: Snapshot, t: int, rules: StageRules) -> npt.NDArray[np.int
     return cached
 
 
-def _latest_values(
-    table: FactTable, sel: B
-) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float64]]:
-    """Per contact among selected rows: the value of the latest (ties: largest value)."""
+def _latest_mask(n: int, table: FactTable, sel: B, op: str, value: object) -> B:
+    """Contacts whose latest selected value (latest time; ties: the largest value)
+    satisfies `op value`. O(rows): two maximum.at passes instead of a sort."""
     rows, ts, vals = table.row[sel], table.t[sel], table.value[sel]
     if not len(rows):
-        return rows, vals
-    order = np.lexsort((vals, ts, rows))
-    rows, vals = rows[order], vals[order]
-    last = np.ones(len(rows), dtype=bool)
-    last[:-1] = rows[1:] != rows[:-1]
-    return rows[last], vals[last]
+        return np.zeros(n, dtype=bool)
+    latest = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(latest, rows, ts)
+    top = ts == latest[rows]
+    best = np.full(n, -np.inf)
+    np.maximum.at(best, rows[top], vals[top])
+    has = _rows_mask(n, rows)
+    with np.errstate(invalid="ignore"):
+        return has & _numbers_mask(best, op, value)
 
 
 def _eval(node: A.Node, ctx: Context) -> B:
@@ -291,7 +306,7 @@ def _eval(node: A.Node, ctx: Context) -> B:
                 return _numbers_mask(ages, op, value) & ~np.isnan(ages)
         if attr == "stage":
             return _vocab_mask(
-                stage_array(snap, ctx.t, ctx.rules).astype(np.int32),
+                stage_array(snap, ctx.t, ctx.rules),
                 list(STAGES),
                 lambda s: scalar_matches(s, op, value),
             )
@@ -328,14 +343,13 @@ def _eval(node: A.Node, ctx: Context) -> B:
         return _rows_mask(n, table.row[sel])
     if isinstance(node, A.HadProcedure):
         table = snap.facts["procedure"]
-        sel = _coded(ctx, table, node.code, {}, False) & _window(table.t, ctx.t, node.within)
+        sel = _coded(ctx, table, node.code, NO_GROUPS, False) & _window(table.t, ctx.t, node.within)
         return _rows_mask(n, table.row[sel])
     if isinstance(node, A.Lab):
         table = snap.facts["observation"]
-        sel = _coded(ctx, table, node.code, {}, False) & _window(table.t, ctx.t, node.within)
+        sel = _coded(ctx, table, node.code, NO_GROUPS, False) & _window(table.t, ctx.t, node.within)
         sel &= ~np.isnan(table.value)
-        rows, vals = _latest_values(table, sel)
-        return _rows_mask(n, rows[_numbers_mask(vals, node.op, node.value)])
+        return _latest_mask(n, table, sel, node.op, node.value)
     if isinstance(node, A.Count):
         if node.kind == "visits":
             table = snap.facts["encounter"]

@@ -18,7 +18,7 @@ prefix (dots ignored) and any other code must match exactly.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 
@@ -173,7 +173,7 @@ ICD10_SYSTEMS = ("ICD-10-CM", "ICD-10")
 
 
 def code_matcher(
-    arg: str, groups: dict[str, CodeGroup], *, icd10_prefix: bool
+    arg: str, groups: Mapping[str, CodeGroup], *, icd10_prefix: bool
 ) -> Callable[[str | None, str], bool]:
     """A predicate on (system, code) for a rule argument: a group name or a code."""
     group = groups.get(arg.casefold())
@@ -198,7 +198,7 @@ def code_matcher(
 
 
 def matches(
-    arg: str, groups: dict[str, CodeGroup], system: str | None, code: str, *, icd10_prefix: bool
+    arg: str, groups: Mapping[str, CodeGroup], system: str | None, code: str, *, icd10_prefix: bool
 ) -> bool:
     fn = code_matcher(arg, groups, icd10_prefix=icd10_prefix)
     return fn(system, code)

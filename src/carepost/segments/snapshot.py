@@ -190,24 +190,25 @@ class Part:
         dec = record.get("deceased")
         self.deceased.append(1 if (dec is True or (isinstance(dec, str) and dec)) else 0)
         address = record.get("address") or {}
-        values = {
-            "sex": record.get("sex"),
-            "state": address.get("state"),
-            "postal_code": address.get("postal_code"),
-            "city": address.get("city"),
-            "language": record.get("language"),
-            "insurance_type": record.get("insurance_type"),
-        }
-        for name, value in values.items():
-            ok = isinstance(value, str) and value != ""
-            self.cats[name].append(self.cat_vocab[name].code(value) if ok else NO_CODE)
+        for name, value in (
+            ("sex", record.get("sex")),
+            ("state", address.get("state")),
+            ("postal_code", address.get("postal_code")),
+            ("city", address.get("city")),
+            ("language", record.get("language")),
+            ("insurance_type", record.get("insurance_type")),
+        ):
+            self.cats[name].append(
+                self.cat_vocab[name].code(value) if isinstance(value, str) and value else NO_CODE
+            )
         for name, value in (record.get("attributes") or {}).items():
             if value is None:
                 continue
-            self.attr_rows.setdefault(name, array("i")).append(row)
-            self.attr_codes.setdefault(name, array("i")).append(
-                self.attr_vocab.code(value, value_key(value))
-            )
+            if name not in self.attr_rows:
+                self.attr_rows[name] = array("i")
+                self.attr_codes[name] = array("i")
+            self.attr_rows[name].append(row)
+            self.attr_codes[name].append(self.attr_vocab.code(value, value_key(value)))
         for payload in facts:
             self.add_fact(row, payload)
 
@@ -723,20 +724,28 @@ def build_snapshot(
         )
     bounds = _bounds(engine, workers)
     url = engine.url.render_as_string(hide_password=False)
+    events: list[tuple[int, str, str, str | None, str, int]] = []
     if len(bounds) == 1:
         parts = [_decrypt_range(url, ring, access, None, None)]
+        for batch in _event_batches(engine, 0):
+            events += batch
     else:
         ctx = multiprocessing.get_context("fork")
         _FORK_STATE.update(url=url, ring=ring, access=access)
         try:
             with ctx.Pool(len(bounds)) as pool:
-                parts = pool.starmap(_decrypt_forked, bounds)
+                pending = pool.starmap_async(_decrypt_forked, bounds)
+                # The events table is plain: read it while the workers decrypt.
+                for batch in _event_batches(engine, 0):
+                    events += batch
+                parts = pending.get()
         finally:
             _FORK_STATE.clear()
     for part in parts:
         snap.merge(part)
     del parts
     snap.cursors = cursors
-    snap._load_events(engine)
+    snap.add_events(events)
+    snap.cursors.event_id = max((e[0] for e in events), default=0)
     snap.build_seconds = time.perf_counter() - started
     return snap
