@@ -231,7 +231,10 @@ def main() -> None:
         )
         print(f"rule ({evaluator.A.clause_count(node)} clauses): {RULE}")
         print(f"members: {first:,}")
-        print(f"cold snapshot build ({args.workers} processes): {cold:.1f} s")
+        print(
+            f"cold snapshot build ({args.workers} processes): {cold:.1f} s "
+            f"(parts: {snap.build_timings})"
+        )
         print(
             f"resident memory: {rss_after:,.0f} MiB after build (was {rss_before:,.0f}; "
             f"peak {peak:,.0f}); snapshot arrays {snap.nbytes() / 2**20:,.0f} MiB"

@@ -46,7 +46,14 @@ from carepost.segments.snapshot import (
     FactTable,
     Snapshot,
 )
-from carepost.segments.stage import DAY, DEFAULT_RULES, STAGES, StageRules, classify_arrays
+from carepost.segments.stage import (
+    DAY,
+    DEFAULT_RULES,
+    STAGES,
+    StageRules,
+    classify_arrays,
+    visit_bounds,
+)
 
 B = npt.NDArray[np.bool_]
 OPS: dict[str, Callable[[Any, Any], bool]] = {
@@ -250,6 +257,10 @@ def stage_array(snap: Snapshot, t: int, rules: StageRules) -> npt.NDArray[np.int
     if cached is None:
         enc = snap.facts["encounter"]
         appt = snap.facts["appointment"]
+        bounds_key = ("visit_bounds", snap.version)
+        bounds = snap.cache.get(bounds_key)
+        if bounds is None:
+            bounds = snap.cache[bounds_key] = visit_bounds(snap.n, enc.row, enc.t)
         cached = classify_arrays(
             snap.n,
             enc.row,
@@ -260,6 +271,7 @@ def stage_array(snap: Snapshot, t: int, rules: StageRules) -> npt.NDArray[np.int
             (appt.flag & NO_SHOW_BIT) != 0,
             t,
             rules,
+            bounds,
         )
         for k in [k for k in snap.cache if k[0] == "stage"]:
             del snap.cache[k]  # keep one stage array: `at` moves on in a live process

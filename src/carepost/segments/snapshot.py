@@ -356,6 +356,7 @@ class Snapshot:
         self.cache: dict[Any, Any] = {}
         self.pending_events: list[tuple[int, str, str, str | None, str, int]] = []
         self.build_seconds = 0.0
+        self.build_timings: dict[str, float] = {}
 
     # --- sizes -----------------------------------------------------------------------------
     @property
@@ -459,45 +460,45 @@ class Snapshot:
             self.version += 1
             self.cache.clear()
 
-    def add_events(self, events: Iterable[tuple[int, str, str, str | None, str, int]]) -> int:
+    def add_events(self, events: Sequence[tuple[int, str, str, str | None, str, int]]) -> int:
         """Append (id, contact id, kind, name, verdict, epoch seconds); events of contacts
         not (yet) in the snapshot wait in `pending_events` for the next refresh."""
-        rows, kinds, names, verdicts, ts = (
-            array("i"),
-            array("b"),
-            array("i"),
-            array("b"),
-            array("q"),
+        batch = [*self.pending_events, *events] if self.pending_events else list(events)
+        if not batch:
+            return 0
+        row_of = self.row_of
+        rows = np.fromiter((row_of.get(e[1], -1) for e in batch), np.int64, len(batch))
+        kind_ix = {k: i for i, k in enumerate(EVENT_KINDS)}
+        kinds = np.fromiter((kind_ix.get(e[2], -1) for e in batch), np.int64, len(batch))
+        known = rows >= 0
+        self.pending_events = [e for e, ok in zip(batch, known.tolist(), strict=True) if not ok][
+            -100_000:
+        ]
+        keep = known & (kinds >= 0)
+        if not keep.any():
+            return 0
+        names_code = self.event_names.code
+        name_ix: dict[str | None, int] = {None: NO_CODE, "": NO_CODE}
+        for e in batch:
+            if e[3] not in name_ix:
+                name_ix[e[3]] = names_code(e[3].casefold())  # type: ignore[union-attr]
+        verdict_ix = {v: i for i, v in enumerate(VERDICTS)}
+        names = np.fromiter((name_ix[e[3]] for e in batch), np.int64, len(batch))
+        verdicts = np.fromiter((verdict_ix.get(e[4], 2) for e in batch), np.int64, len(batch))
+        ts = np.fromiter(
+            (e[5] if e[5] is not None else MISSING for e in batch), np.int64, len(batch)
         )
-        waiting = []
-        added = 0
-        for ev in [*self.pending_events, *events]:
-            _, cid, kind, name, verdict, t = ev
-            row = self.row_of.get(cid)
-            if row is None:
-                waiting.append(ev)
-                continue
-            if kind not in EVENT_KINDS:
-                continue
-            rows.append(row)
-            kinds.append(EVENT_KINDS.index(kind))
-            names.append(self.event_names.code(name.casefold()) if name else NO_CODE)
-            verdicts.append(VERDICTS.index(verdict) if verdict in VERDICTS else 2)
-            ts.append(t)
-            added += 1
-        self.pending_events = waiting[-100_000:]
-        if added:
-            e = self.events
-            self.events = Events(
-                np.concatenate([e.row, np.frombuffer(rows, np.int32)]),
-                np.concatenate([e.kind, np.frombuffer(kinds, np.int8)]),
-                np.concatenate([e.name, np.frombuffer(names, np.int32)]),
-                np.concatenate([e.verdict, np.frombuffer(verdicts, np.int8)]),
-                np.concatenate([e.t, np.frombuffer(ts, np.int64)]),
-            )
-            self.version += 1
-            self.cache.clear()
-        return added
+        old = self.events
+        self.events = Events(
+            np.concatenate([old.row, rows[keep].astype(np.int32)]),
+            np.concatenate([old.kind, kinds[keep].astype(np.int8)]),
+            np.concatenate([old.name, names[keep].astype(np.int32)]),
+            np.concatenate([old.verdict, verdicts[keep].astype(np.int8)]),
+            np.concatenate([old.t, ts[keep]]),
+        )
+        self.version += 1
+        self.cache.clear()
+        return int(keep.sum())
 
     @classmethod
     def from_parts(cls, parts: Sequence[Part]) -> Snapshot:
@@ -741,11 +742,19 @@ def build_snapshot(
                 parts = pending.get()
         finally:
             _FORK_STATE.clear()
+    decrypted = time.perf_counter()
     for part in parts:
         snap.merge(part)
     del parts
+    merged = time.perf_counter()
     snap.cursors = cursors
     snap.add_events(events)
     snap.cursors.event_id = max((e[0] for e in events), default=0)
-    snap.build_seconds = time.perf_counter() - started
+    done = time.perf_counter()
+    snap.build_seconds = done - started
+    snap.build_timings = {
+        "decrypt": round(decrypted - started, 2),
+        "merge": round(merged - decrypted, 2),
+        "events": round(done - merged, 2),
+    }
     return snap

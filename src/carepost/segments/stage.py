@@ -92,6 +92,15 @@ def classify(
     return "lapsed"
 
 
+def visit_bounds(n: int, visit_row: I32, visit_t: I64) -> tuple[I64, I64]:
+    """Per contact: the first and last visit time (int64 max / min when none)."""
+    first = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    last = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
+    np.minimum.at(first, visit_row, visit_t)
+    np.maximum.at(last, visit_row, visit_t)
+    return first, last
+
+
 def classify_arrays(
     n: int,
     visit_row: I32,
@@ -102,18 +111,23 @@ def classify_arrays(
     appt_no_show: B,
     at: int,
     rules: StageRules = DEFAULT_RULES,
+    bounds: tuple[I64, I64] | None = None,
 ) -> npt.NDArray[np.int8]:
     """Every contact at once: index into STAGES per contact row (0..n-1). Visit arrays
-    hold visit encounters only (status already filtered with `is_visit`)."""
-    past = visit_t <= at
-    rows, ts = visit_row[past], visit_t[past]
+    hold visit encounters only (status already filtered with `is_visit`). `bounds` is
+    `visit_bounds(...)` of the same arrays, computed once and reused for any `at`."""
     lo = np.iinfo(np.int64).min
-    hi = np.iinfo(np.int64).max
-    first = np.full(n, hi, dtype=np.int64)
-    last = np.full(n, lo, dtype=np.int64)
-    np.minimum.at(first, rows, ts)
-    np.maximum.at(last, rows, ts)
-    has_visit = last != lo
+    gmin, gmax = bounds if bounds is not None else visit_bounds(n, visit_row, visit_t)
+    # The first visit on or before `at` is the first visit at all, if that one is; the
+    # last is the last at all unless the contact has visits after `at` (few): redo those.
+    first = gmin
+    last = gmax.copy()
+    later = gmax > at
+    if later.any():
+        sel = later[visit_row] & (visit_t <= at)
+        last[later] = lo
+        np.maximum.at(last, visit_row[sel], visit_t[sel])
+    has_visit = (gmin <= at) & (last != lo)
     up = appt_booked & (appt_t > at) & (appt_t <= at + rules.upcoming_days * DAY)
     upcoming = np.zeros(n, dtype=bool)
     upcoming[appt_row[up]] = True
