@@ -130,19 +130,19 @@ def plain_loop(snap: Snapshot, at: datetime) -> tuple[int, float]:
     return hits, time.perf_counter() - started
 
 
-def change_one(ws_engine: object, ring: object, seed: int, as_of: date) -> None:
+def change_one(ws_engine: object, ring: object, seed: int, as_of: date, marker: str) -> None:
     with transaction(ws_engine) as session:  # type: ignore[arg-type]
         writer = ContactWriter(session, ring, now=datetime.now(UTC), source="demo")  # type: ignore[arg-type]
         gen = next(people(1, seed, as_of))
         record = dict(gen.record)
-        record["address"] = {**record["address"], "state": "ZZ"}
+        record["address"] = {**record["address"], "state": marker}
         outcome = writer.upsert_contacts([ContactInput(gen.source_key, record, gen.lookups)])[0]
         assert outcome.status == "updated", outcome
         record_event(
             session,
             contact_id=outcome.contact_id or "",
             kind="api_event",
-            name="bench_change",
+            name=marker,
             at=datetime.now(UTC) - timedelta(seconds=1),
         )
 
@@ -213,10 +213,11 @@ def main() -> None:
         engine = SegmentEngine(ws.engine, ws.keyring, actor=ACTOR)
         engine._snapshot = snap
         engine.refresh()
-        assert engine.count('state == "ZZ"') == 0
-        change_one(ws.engine, ws.keyring, args.seed, as_of)
+        marker = f"bench-{time.time_ns()}"  # a state and an event name no contact has yet
+        assert engine.count(f'state == "{marker}"') == 0
+        change_one(ws.engine, ws.keyring, args.seed, as_of, marker)
         started = time.perf_counter()
-        changed = engine.count('state == "ZZ" and event_received("bench_change", within=1d)')
+        changed = engine.count(f'state == "{marker}" and event_received("{marker}", within=1d)')
         change_ms = (time.perf_counter() - started) * 1000
         assert changed == 1, changed
         anchor_hits, anchor_s = plain_loop(snap, at)

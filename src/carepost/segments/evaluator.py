@@ -51,7 +51,7 @@ from carepost.segments.stage import (
     DEFAULT_RULES,
     STAGES,
     StageRules,
-    classify_arrays,
+    classify_arrays_until,
     visit_bounds,
 )
 
@@ -252,31 +252,34 @@ def age_array(snap: Snapshot, at: datetime) -> npt.NDArray[np.float64]:
 
 
 def stage_array(snap: Snapshot, t: int, rules: StageRules) -> npt.NDArray[np.int8]:
-    key = ("stage", t, rules, snap.version)
-    cached = snap.cache.get(key)
-    if cached is None:
-        enc = snap.facts["encounter"]
-        appt = snap.facts["appointment"]
-        bounds_key = ("visit_bounds", snap.version)
-        bounds = snap.cache.get(bounds_key)
-        if bounds is None:
-            bounds = snap.cache[bounds_key] = visit_bounds(snap.n, enc.row, enc.t)
-        cached = classify_arrays(
-            snap.n,
-            enc.row,
-            enc.t,
-            appt.row,
-            appt.t,
-            (appt.flag & BOOKED_BIT) != 0,
-            (appt.flag & NO_SHOW_BIT) != 0,
-            t,
-            rules,
-            bounds,
-        )
-        for k in [k for k in snap.cache if k[0] == "stage"]:
-            del snap.cache[k]  # keep one stage array: `at` moves on in a live process
-        snap.cache[key] = cached
-    return cached
+    """Stages at `t`, reused while no contact's stage can have changed (see
+    stage.classify_arrays_until): a live process counting "now" recomputes them only
+    when some visit, appointment or threshold time has passed."""
+    cached = snap.cache.get("stage")
+    if cached is not None:
+        version, cached_rules, since, until, stages = cached
+        if version == snap.version and cached_rules == rules and since <= t < until:
+            return stages  # type: ignore[no-any-return]
+    enc = snap.facts["encounter"]
+    appt = snap.facts["appointment"]
+    bounds_key = ("visit_bounds", snap.version)
+    bounds = snap.cache.get(bounds_key)
+    if bounds is None:
+        bounds = snap.cache[bounds_key] = visit_bounds(snap.n, enc.row, enc.t)
+    stages, until = classify_arrays_until(
+        snap.n,
+        enc.row,
+        enc.t,
+        appt.row,
+        appt.t,
+        (appt.flag & BOOKED_BIT) != 0,
+        (appt.flag & NO_SHOW_BIT) != 0,
+        t,
+        rules,
+        bounds,
+    )
+    snap.cache["stage"] = (snap.version, rules, t, until, stages)
+    return stages
 
 
 def _latest_mask(n: int, table: FactTable, sel: B, op: str, value: object) -> B:

@@ -116,6 +116,38 @@ def classify_arrays(
     """Every contact at once: index into STAGES per contact row (0..n-1). Visit arrays
     hold visit encounters only (status already filtered with `is_visit`). `bounds` is
     `visit_bounds(...)` of the same arrays, computed once and reused for any `at`."""
+    stages, _ = classify_arrays_until(
+        n, visit_row, visit_t, appt_row, appt_t, appt_booked, appt_no_show, at, rules, bounds
+    )
+    return stages
+
+
+def _next_after(at: int, *candidates: I64) -> int:
+    hi = int(np.iinfo(np.int64).max)
+    best = hi
+    for c in candidates:
+        later = c[c > at]
+        if len(later):
+            best = min(best, int(later.min()))
+    return best
+
+
+def classify_arrays_until(
+    n: int,
+    visit_row: I32,
+    visit_t: I64,
+    appt_row: I32,
+    appt_t: I64,
+    appt_booked: B,
+    appt_no_show: B,
+    at: int,
+    rules: StageRules = DEFAULT_RULES,
+    bounds: tuple[I64, I64] | None = None,
+) -> tuple[npt.NDArray[np.int8], int]:
+    """`classify_arrays`, and the first time after `at` at which any contact's stage can
+    change: every stage stays the same for all `at <= t < until`. Stages change only
+    where a rule's comparison flips (a visit or appointment time, or one plus a
+    threshold), so a live process recomputes them rarely instead of at every count."""
     lo = np.iinfo(np.int64).min
     gmin, gmax = bounds if bounds is not None else visit_bounds(n, visit_row, visit_t)
     # The first visit on or before `at` is the first visit at all, if that one is; the
@@ -127,7 +159,7 @@ def classify_arrays(
         sel = later[visit_row] & (visit_t <= at)
         last[later] = lo
         np.maximum.at(last, visit_row[sel], visit_t[sel])
-    has_visit = (gmin <= at) & (last != lo)
+    has_visit = gmin <= at  # undated visits (time MISSING) count as past visits
     up = appt_booked & (appt_t > at) & (appt_t <= at + rules.upcoming_days * DAY)
     upcoming = np.zeros(n, dtype=bool)
     upcoming[appt_row[up]] = True
@@ -142,4 +174,16 @@ def classify_arrays(
     out[has_visit & (first >= at - rules.new_days * DAY)] = STAGES.index("new")
     out[~has_visit] = STAGES.index("prospect")
     out[~has_visit & upcoming] = STAGES.index("new")
-    return out
+    seen = last[has_visit]
+    until = _next_after(
+        at,
+        visit_t,  # a visit's time arrives
+        gmin[has_visit] + (rules.new_days * DAY + 1),
+        seen + (rules.active_days * DAY + 1),
+        seen + (rules.lapsed_days * DAY + 1),
+        appt_t[appt_booked] - rules.upcoming_days * DAY,  # enters the upcoming window
+        appt_t[appt_booked],  # leaves it
+        appt_t[appt_no_show],  # a no-show enters the window
+        appt_t[appt_no_show] + (rules.no_show_window_days * DAY + 1),  # and leaves it
+    )
+    return out, until

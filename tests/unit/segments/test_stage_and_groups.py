@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from carepost.segments.groups import CONDITION_GROUPS, VACCINE_GROUPS, code_matcher, matches
-from carepost.segments.stage import DAY, STAGES, StageRules, classify, classify_arrays
+from carepost.segments.stage import (
+    DAY,
+    STAGES,
+    StageRules,
+    classify,
+    classify_arrays,
+    classify_arrays_until,
+)
 
 AT = 1_800_000_000
 
@@ -50,7 +57,10 @@ def test_rules_are_configurable() -> None:
         StageRules(active_days=800, lapsed_days=700)
 
 
-offsets = st.integers(-800, 200).map(lambda d: AT + d * DAY + (d % 3 - 1))
+MISSING = int(np.iinfo(np.int64).min)  # an undated visit or appointment
+offsets = st.one_of(
+    st.integers(-800, 200).map(lambda d: AT + d * DAY + (d % 3 - 1)), st.just(MISSING)
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -102,6 +112,28 @@ def test_vectorised_equals_scalar(
         rules,
     )
     assert [STAGES[i] for i in got] == [classify(v, a, AT, rules) for v, a in people]
+    # No stage changes before `until`, so a cached stage array is exact until then.
+    _, until = classify_arrays_until(
+        len(people),
+        np.asarray(vr, np.int32),
+        np.asarray(vt, np.int64),
+        np.asarray(ar, np.int32),
+        np.asarray(at, np.int64),
+        np.asarray(ab, bool),
+        np.asarray(an, bool),
+        AT,
+        rules,
+    )
+    assert until > AT
+    for probe in {
+        AT + 1,
+        min(until - 1, AT + 400 * DAY),
+        (AT + min(until - 1, AT + 400 * DAY)) // 2,
+    }:
+        if probe < until:
+            assert [classify(v, a, probe, rules) for v, a in people] == [
+                classify(v, a, AT, rules) for v, a in people
+            ]
 
 
 def test_condition_groups_cover_icd10_and_snomed() -> None:
