@@ -132,6 +132,31 @@ def save_cmd(
     out.print(f"segment {name!r} version {version}" + ("" if changed else " (unchanged)"))
 
 
+@segment_app.command("save-list")
+def save_list_cmd(
+    name: Annotated[str, typer.Argument()],
+    contact_ids: Annotated[list[str], typer.Argument(help="Contact ids (the whole list).")],
+    description: Annotated[str, typer.Option(help="What the list is for.")] = "",
+    json_out: JsonFlag = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Save a static list of explicit members (replaces the list's members)."""
+    with workspace(data_dir) as ws:
+        try:
+            with transaction(ws.engine) as session:
+                seg = service.save_static_list(
+                    session, name, contact_ids, actor=actor_of(ws), description=description
+                )
+                seg_id = seg.id
+        except service.SegmentError as exc:
+            fail(str(exc), 2)
+    members = len(set(contact_ids))
+    if json_out:
+        emit_json({"id": seg_id, "name": name, "members": members})
+        return
+    out.print(f"static list {name!r}: {members} members")
+
+
 @segment_app.command("list")
 def list_cmd(json_out: JsonFlag = False, data_dir: DataDir = None) -> None:
     """Saved segments and static lists with their current rule versions."""
