@@ -119,7 +119,7 @@ class Vocab:
         return len(self.values)
 
 
-@dataclass
+@dataclass(repr=False)
 class FactColumns:
     row: array[int] = field(default_factory=lambda: array("i"))
     code: array[int] = field(default_factory=lambda: array("i"))  # into Part.codes
@@ -127,6 +127,9 @@ class FactColumns:
     end: array[int] = field(default_factory=lambda: array("q"))
     flag: array[int] = field(default_factory=lambda: array("b"))
     value: array[float] = field(default_factory=lambda: array("d"))
+
+    def __repr__(self) -> str:  # sizes only: the columns are PHI
+        return f"FactColumns({len(self.row)} rows)"
 
     def add(self, row: int, code: int, t: int, end: int, flag: int, value: float) -> None:
         self.row.append(row)
@@ -155,6 +158,9 @@ def _number(value: object) -> float:
 class Part:
     """Columns for some contacts, built from plain records and fact payloads. The decrypt
     workers build one each; tests build one straight from a synthetic population."""
+
+    def __repr__(self) -> str:  # sizes only: the columns are PHI
+        return f"Part({len(self.ids)} contacts)"
 
     def __init__(self) -> None:
         self.ids: list[str] = []
@@ -257,7 +263,7 @@ def _remap(vocab: Vocab, target: Vocab) -> I32:
     return out
 
 
-@dataclass
+@dataclass(repr=False)
 class FactTable:
     row: I32
     code: I32
@@ -280,6 +286,9 @@ class FactTable:
     def __len__(self) -> int:
         return len(self.row)
 
+    def __repr__(self) -> str:  # sizes only: the columns are PHI
+        return f"FactTable({len(self.row)} rows)"
+
     def keep(self, mask: B) -> FactTable:
         return FactTable(
             self.row[mask],
@@ -299,7 +308,7 @@ class FactTable:
         )
 
 
-@dataclass
+@dataclass(repr=False)
 class Events:
     row: I32
     kind: I8
@@ -319,6 +328,9 @@ class Events:
 
     def __len__(self) -> int:
         return len(self.row)
+
+    def __repr__(self) -> str:
+        return f"Events({len(self.row)} rows)"
 
 
 @dataclass
@@ -357,6 +369,9 @@ class Snapshot:
         self.pending_events: list[tuple[int, str, str, str | None, str, int]] = []
         self.build_seconds = 0.0
         self.build_timings: dict[str, float] = {}
+
+    def __repr__(self) -> str:  # sizes only: the snapshot is PHI
+        return f"Snapshot({self.stats()})"
 
     # --- sizes -----------------------------------------------------------------------------
     @property

@@ -405,3 +405,11 @@ def test_explain_names_the_failing_clause() -> None:
     assert not why.result
     assert why.failed()
     assert all(f in [print_rule(i) for i in node.items] for f in why.failed())  # type: ignore[union-attr]
+
+
+def test_reprs_show_sizes_not_data() -> None:
+    text = " ".join([repr(SNAP), repr(SNAP.facts["observation"]), repr(SNAP.events), repr(Part())])
+    assert "rows" in text
+    assert "contacts" in text
+    assert "4548" not in text
+    assert "[" not in text.replace("Snapshot({", "")
