@@ -174,6 +174,7 @@ class Part:
         self.attr_vocab = Vocab()
         self.codes = Vocab()  # (system, code) pairs of every fact table
         self.facts = {kind: FactColumns() for kind in FACT_TABLES}
+        self.cpu_seconds = 0.0  # CPU time the worker spent building it
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -368,7 +369,7 @@ class Snapshot:
         self.cache: dict[Any, Any] = {}
         self.pending_events: list[tuple[int, str, str, str | None, str, int]] = []
         self.build_seconds = 0.0
-        self.build_timings: dict[str, float] = {}
+        self.build_timings: dict[str, object] = {}
 
     def __repr__(self) -> str:  # sizes only: the snapshot is PHI
         return f"Snapshot({self.stats()})"
@@ -624,6 +625,7 @@ def _decrypt_range(
     """One worker's share: contacts with lo <= id < hi, decrypted into a Part."""
     engine = make_engine(url, poolclass=NullPool)
     part = Part()
+    cpu = time.process_time()
     try:
         conds, params = [], []
         if lo is not None:
@@ -648,6 +650,7 @@ def _decrypt_range(
                     part.add_contact(cid, record, fact_list)
     finally:
         engine.dispose()
+    part.cpu_seconds = time.process_time() - cpu
     return part
 
 
@@ -758,6 +761,7 @@ def build_snapshot(
         finally:
             _FORK_STATE.clear()
     decrypted = time.perf_counter()
+    worker_cpu = [round(p.cpu_seconds, 2) for p in parts]
     for part in parts:
         snap.merge(part)
     del parts
@@ -771,5 +775,6 @@ def build_snapshot(
         "decrypt": round(decrypted - started, 2),
         "merge": round(merged - decrypted, 2),
         "events": round(done - merged, 2),
+        "worker_cpu": worker_cpu,
     }
     return snap
