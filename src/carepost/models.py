@@ -4,5 +4,7 @@ from carepost.audit import models as _audit_models  # noqa: F401
 from carepost.consent import models as _consent_models  # noqa: F401
 from carepost.contacts import models as _contact_models  # noqa: F401
 from carepost.db import Base
+from carepost.segments import models as _segment_models  # noqa: F401
+from carepost.tracking import models as _tracking_models  # noqa: F401
 
 metadata = Base.metadata
