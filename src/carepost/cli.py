@@ -41,8 +41,8 @@ from carepost.contacts.synthetic import write_csv
 from carepost.crypto import service as key_service
 from carepost.crypto.keyring import KeyFileError, replace_key_file
 from carepost.db import transaction
-from carepost.web import commands as web_commands
 from carepost.segments import commands as segment_commands
+from carepost.web import commands as web_commands
 from carepost.workspace import init_workspace, open_workspace
 
 # Tracebacks never show local variables: they may hold decrypted PHI.
