@@ -40,6 +40,7 @@ from carepost.contacts.synthetic import write_csv
 from carepost.crypto import service as key_service
 from carepost.crypto.keyring import KeyFileError, replace_key_file
 from carepost.db import transaction
+from carepost.delivery.commands import dkim_app
 from carepost.workspace import init_workspace, open_workspace
 
 # Tracebacks never show local variables: they may hold decrypted PHI.
@@ -59,6 +60,7 @@ app.add_typer(import_app, name="import")
 app.add_typer(contacts_app, name="contacts")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
+app.add_typer(dkim_app, name="dkim")
 
 
 @app.callback()
