@@ -31,6 +31,7 @@ from carepost.cli_support import (
     workspace,
 )
 from carepost.config import load_settings
+from carepost.consent import commands as consent_commands
 from carepost.contacts import phi
 from carepost.contacts.importers.csv_import import CsvMapping, MappingError, import_csv
 from carepost.contacts.importers.errors import ImportProblem, ImportRejected
@@ -41,6 +42,7 @@ from carepost.crypto import service as key_service
 from carepost.crypto.keyring import KeyFileError, replace_key_file
 from carepost.db import transaction
 from carepost.delivery.commands import dkim_app
+from carepost.web import commands as web_commands
 from carepost.workspace import init_workspace, open_workspace
 
 # Tracebacks never show local variables: they may hold decrypted PHI.
@@ -61,6 +63,9 @@ app.add_typer(contacts_app, name="contacts")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(dkim_app, name="dkim")
+app.add_typer(consent_commands.consent_app, name="consent")
+app.add_typer(consent_commands.suppress_app, name="suppress")
+app.command("serve")(web_commands.serve)
 
 
 @app.callback()

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     actor: str = ""
     # Contacts per database round trip during imports.
     import_batch_size: int = Field(default=2000, ge=1, le=100_000)
+    # Base of the public links carepost puts in mail (unsubscribe, preferences), e.g.
+    # https://mail.example.org. Must be https unless dev_insecure is set.
+    public_url: str = ""
+    # Local development only: allows a plain-http public_url. Never in production.
+    dev_insecure: bool = False
 
     @property
     def resolved_database_url(self) -> str:

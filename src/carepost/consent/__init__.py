@@ -1,0 +1,1 @@
+"""Consents, HIPAA marketing authorizations, suppression and the send gate."""

@@ -1,0 +1,1 @@
+"""The web app (FastAPI). This issue builds its public part: unsubscribe, preferences, health."""

@@ -1,0 +1,61 @@
+"""`carepost serve`: the public web app under uvicorn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from carepost.cli_support import DataDir, err, fail, out, workspace
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8025,
+    ssl_certfile: Annotated[
+        Path | None, typer.Option(help="TLS certificate (else terminate TLS in a proxy).")
+    ] = None,
+    ssl_keyfile: Annotated[Path | None, typer.Option(help="TLS private key.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Serve the public pages: unsubscribe (RFC 8058 one-click), preferences, /healthz."""
+    import uvicorn
+
+    from carepost.web.app import create_app
+
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        fail("give both --ssl-certfile and --ssl-keyfile, or neither", 2)
+    with workspace(data_dir) as ws:
+        if ws.settings.dev_insecure:
+            err.print(
+                "[bold yellow]DEV_INSECURE is set: plain-http links allowed. "
+                "Never use this setting in production.[/]"
+            )
+        app = create_app(ws)
+        scheme = "https" if ssl_certfile else "http"
+        out.print(f"serving on {scheme}://{host}:{port} (HSTS on; put TLS in front if http)")
+        uvicorn.Server(server_config(app, host, port, ssl_certfile, ssl_keyfile)).run()
+
+
+def server_config(
+    app: Any,
+    host: str,
+    port: int,
+    ssl_certfile: Path | None = None,
+    ssl_keyfile: Path | None = None,
+    log_level: str = "info",
+) -> Any:
+    """The uvicorn configuration `carepost serve` runs (tests start the same one)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+        ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
+        access_log=False,  # paths carry tokens; they stay out of logs
+        server_header=False,
+        log_level=log_level,
+    )
