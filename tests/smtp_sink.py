@@ -5,6 +5,7 @@ The recipient's local part picks what the server does, so one campaign can exerc
 whole fault matrix and the outcome of each message is known in advance:
 
     ok@...              250 at DATA (the default for any other local part)
+    (anything after a dot in the local part is ignored: data-451.17@... is data-451)
     rcpt-550@...        550 5.1.1 at RCPT          data-451@...  451 4.3.0 at DATA
     mail-421@...        421 at MAIL FROM            data-552@...  552 at DATA
     drop@...            closes the connection after the body, before replying
@@ -76,7 +77,9 @@ def _encrypted(server: SMTP, session: Session) -> bool:
 
 
 def _local(address: str) -> str:
-    return address.split("@", 1)[0].lower()
+    """The fault a recipient asks for: its local part up to the first dot, so that
+    `data-451.17@sink.test` is a distinct address with the data-451 fault."""
+    return address.split("@", 1)[0].lower().split(".", 1)[0]
 
 
 class FaultHandler:

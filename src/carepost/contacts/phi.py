@@ -15,8 +15,8 @@ from carepost.audit import service as audit
 from carepost.audit.actor import Actor
 from carepost.clock import Clock, system_clock
 from carepost.contacts.models import ClinicalFact, Contact, ContactKey
-from carepost.contacts.store import open_contact, open_fact
-from carepost.crypto.envelope import unwrap_dek
+from carepost.contacts.store import contact_aad, open_contact, open_fact
+from carepost.crypto.envelope import open_sealed, unwrap_dek
 from carepost.crypto.keyring import KeyRing
 
 
@@ -101,3 +101,70 @@ def read_contact(
         record,
         facts,
     )
+
+
+@dataclass(frozen=True)
+class OpenedContact:
+    """A contact decrypted for one job, with its data key's cipher so the job can seal
+    what it derives (an archived message) under the same key."""
+
+    id: str
+    record: dict[str, Any]
+    facts: list[dict[str, Any]]
+    dek_version: int
+    cipher: AESGCM
+
+
+def read_for_job(
+    session: Session,
+    ring: KeyRing,
+    contact_ids: list[str],
+    *,
+    actor: Actor,
+    purpose: str,
+    action: str,
+    with_facts: bool,
+    details: dict[str, object] | None = None,
+    clock: Clock = system_clock,
+) -> dict[str, OpenedContact]:
+    """The bulk form of the door, for a worker's batch: ONE audit entry naming every
+    contact and the purpose, in the caller's transaction, before anything is decrypted.
+    Shredded or missing contacts are absent from the result."""
+    if not purpose.strip():
+        raise PurposeRequired("a purpose is required to read PHI (45 CFR 164.502(b))")
+    if not contact_ids:
+        return {}
+    audit.append(
+        session,
+        actor=actor,
+        action=action,
+        subjects=contact_ids,
+        purpose=purpose.strip(),
+        details=details,
+        clock=clock,
+    )
+    opened: dict[str, OpenedContact] = {}
+    rows = session.execute(
+        select(
+            Contact.id,
+            Contact.phi,
+            ContactKey.dek_version,
+            ContactKey.kek_version,
+            ContactKey.wrapped_dek,
+        )
+        .join(ContactKey, ContactKey.contact_id == Contact.id)
+        .where(Contact.id.in_(contact_ids))
+    )
+    for cid, sealed, dek_version, kek_version, wrapped in rows:
+        cipher = AESGCM(unwrap_dek(ring, bytes(wrapped), kek_version, cid))
+        record = orjson.loads(open_sealed(cipher, bytes(sealed), contact_aad(cid, dek_version)))
+        opened[cid] = OpenedContact(cid, record, [], dek_version, cipher)
+    if with_facts and opened:
+        for fid, cid, payload in session.execute(
+            select(ClinicalFact.id, ClinicalFact.contact_id, ClinicalFact.payload).where(
+                ClinicalFact.contact_id.in_(list(opened))
+            )
+        ):
+            c = opened[cid]
+            c.facts.append(orjson.loads(open_fact(c.cipher, fid, c.dek_version, bytes(payload))))
+    return opened

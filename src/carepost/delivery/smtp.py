@@ -104,6 +104,7 @@ class _Connection:
 
 class SmtpTransport:
     name = "smtp"
+    method = "tls_relay"
 
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
