@@ -43,6 +43,7 @@ from carepost.crypto.keyring import KeyFileError, replace_key_file
 from carepost.db import transaction
 from carepost.delivery.commands import dkim_app
 from carepost.web import commands as web_commands
+from carepost.segments import commands as segment_commands
 from carepost.workspace import init_workspace, open_workspace
 
 # Tracebacks never show local variables: they may hold decrypted PHI.
@@ -66,6 +67,8 @@ app.add_typer(dkim_app, name="dkim")
 app.add_typer(consent_commands.consent_app, name="consent")
 app.add_typer(consent_commands.suppress_app, name="suppress")
 app.command("serve")(web_commands.serve)
+app.add_typer(segment_commands.segment_app, name="segment")
+app.command("demo-data")(segment_commands.demo_data)
 
 
 @app.callback()

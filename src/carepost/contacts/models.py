@@ -16,7 +16,8 @@ class Contact(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Indexed: the segment snapshot's change cursor (segments/snapshot.py).
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     source: Mapped[str] = mapped_column(String(32))  # importer kind: csv, fhir, api
     phi: Mapped[bytes] = mapped_column(LargeBinary)
     phi_fingerprint: Mapped[str] = mapped_column(String(32))
@@ -62,7 +63,8 @@ class ClinicalFact(Base):
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     fingerprint: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Indexed: the segment snapshot's change cursor (segments/snapshot.py).
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class ImportRun(Base):

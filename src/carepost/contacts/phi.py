@@ -3,6 +3,7 @@ where, why) in the caller's transaction, so an unaudited read cannot commit."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +16,8 @@ from carepost.audit import service as audit
 from carepost.audit.actor import Actor
 from carepost.clock import Clock, system_clock
 from carepost.contacts.models import ClinicalFact, Contact, ContactKey
-from carepost.contacts.store import contact_aad, open_contact, open_fact
-from carepost.crypto.envelope import open_sealed, unwrap_dek
+from carepost.contacts.store import open_contact, open_contact_with, open_fact
+from carepost.crypto.envelope import unwrap_dek
 from carepost.crypto.keyring import KeyRing
 
 
@@ -103,6 +104,126 @@ def read_contact(
     )
 
 
+# --- bulk access -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class BulkAccess:
+    """Proof that a bulk PHI access was written to the audit chain: only
+    `record_bulk_access` makes one, and `bulk_open` requires it. A process forked after
+    the entry committed (the segment snapshot's decrypt workers) carries it along."""
+
+    audit_seq: int
+    action: str
+
+
+def record_bulk_access(
+    session: Session,
+    *,
+    actor: Actor,
+    action: str,
+    purpose: str,
+    subjects: Sequence[str] = (),
+    details: Mapping[str, object] | None = None,
+    clock: Clock = system_clock,
+) -> BulkAccess:
+    """Audit one bulk PHI access (for example the segment snapshot: every contact, one
+    entry) in the caller's transaction, before anything is decrypted."""
+    if not purpose.strip():
+        raise PurposeRequired("a purpose is required to read PHI (45 CFR 164.502(b))")
+    entry = audit.append(
+        session,
+        actor=actor,
+        action=action,
+        subjects=subjects,
+        purpose=purpose.strip(),
+        details=details,
+        clock=clock,
+    )
+    return BulkAccess(entry.seq, action)
+
+
+ContactRow = tuple[str, bytes, int, int, bytes]  # id, sealed phi, dek, kek version, wrapped
+FactRow = tuple[str, str, bytes]  # fact id, contact id, sealed payload
+
+
+def bulk_open(
+    access: BulkAccess,
+    ring: KeyRing,
+    contacts: Iterable[ContactRow],
+    facts: Iterable[FactRow],
+) -> Iterator[tuple[str, dict[str, Any], list[dict[str, Any]]]]:
+    """Decrypt contacts and their facts under an audited bulk access: yields
+    (contact id, record, facts). Both inputs are ordered by contact id (facts by their
+    contact id); a fact whose contact is not in `contacts` is skipped."""
+    if not isinstance(access, BulkAccess):
+        raise TypeError("bulk_open needs the BulkAccess of an audited access")
+    fact_iter = iter(facts)
+    pending = next(fact_iter, None)
+    loads = orjson.loads
+    for cid, sealed, dek_version, kek_version, wrapped in contacts:
+        wrapped_b = bytes(wrapped)
+        cipher = AESGCM(unwrap_dek(ring, wrapped_b, kek_version, cid))
+        record = loads(open_contact_with(cipher, cid, bytes(sealed), dek_version))
+        out: list[dict[str, Any]] = []
+        while pending is not None and pending[1] < cid:
+            pending = next(fact_iter, None)
+        while pending is not None and pending[1] == cid:
+            out.append(loads(open_fact(cipher, pending[0], dek_version, bytes(pending[2]))))
+            pending = next(fact_iter, None)
+        yield cid, record, out
+
+
+def read_contacts(
+    session: Session,
+    ring: KeyRing,
+    contact_ids: Sequence[str],
+    *,
+    actor: Actor,
+    purpose: str,
+    action: str = "contacts.phi_read",
+    details: Mapping[str, object] | None = None,
+    clock: Clock = system_clock,
+) -> list[ContactView]:
+    """Several contacts' records (without facts) with ONE audit entry naming them all,
+    for previews of a segment. Shredded or missing contacts are left out."""
+    if not purpose.strip():
+        raise PurposeRequired("a purpose is required to read PHI (45 CFR 164.502(b))")
+    ids = list(dict.fromkeys(contact_ids))
+    audit.append(
+        session,
+        actor=actor,
+        action=action,
+        subjects=ids,
+        purpose=purpose.strip(),
+        details=details,
+        clock=clock,
+    )
+    views: dict[str, ContactView] = {}
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        rows = session.execute(
+            select(
+                Contact.id,
+                Contact.source,
+                Contact.created_at,
+                Contact.updated_at,
+                Contact.phi,
+                ContactKey.dek_version,
+                ContactKey.kek_version,
+                ContactKey.wrapped_dek,
+            )
+            .join(ContactKey, ContactKey.contact_id == Contact.id)
+            .where(Contact.id.in_(chunk))
+        )
+        for cid, source, created, updated, sealed, dek_v, kek_v, wrapped in rows:
+            record = orjson.loads(
+                open_contact(ring, cid, bytes(sealed), dek_v, kek_v, bytes(wrapped))
+            )
+            views[cid] = ContactView(
+                cid, source, created.isoformat(), updated.isoformat(), record, []
+            )
+    return [views[c] for c in ids if c in views]
+
+
 @dataclass(frozen=True)
 class OpenedContact:
     """A contact decrypted for one job, with its data key's cipher so the job can seal
@@ -127,19 +248,17 @@ def read_for_job(
     details: dict[str, object] | None = None,
     clock: Clock = system_clock,
 ) -> dict[str, OpenedContact]:
-    """The bulk form of the door, for a worker's batch: ONE audit entry naming every
-    contact and the purpose, in the caller's transaction, before anything is decrypted.
-    Shredded or missing contacts are absent from the result."""
-    if not purpose.strip():
-        raise PurposeRequired("a purpose is required to read PHI (45 CFR 164.502(b))")
+    """A worker batch's read: one audited bulk access naming every contact, then the
+    records (and facts if asked) with each contact's cipher. Shredded or missing
+    contacts are absent from the result."""
     if not contact_ids:
         return {}
-    audit.append(
+    record_bulk_access(
         session,
         actor=actor,
         action=action,
+        purpose=purpose,
         subjects=contact_ids,
-        purpose=purpose.strip(),
         details=details,
         clock=clock,
     )
@@ -157,7 +276,7 @@ def read_for_job(
     )
     for cid, sealed, dek_version, kek_version, wrapped in rows:
         cipher = AESGCM(unwrap_dek(ring, bytes(wrapped), kek_version, cid))
-        record = orjson.loads(open_sealed(cipher, bytes(sealed), contact_aad(cid, dek_version)))
+        record = orjson.loads(open_contact_with(cipher, cid, bytes(sealed), dek_version))
         opened[cid] = OpenedContact(cid, record, [], dek_version, cipher)
     if with_facts and opened:
         for fid, cid, payload in session.execute(

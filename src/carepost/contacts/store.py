@@ -438,5 +438,10 @@ def open_contact(
     return open_sealed(AESGCM(dek), phi, contact_aad(contact_id, dek_version))
 
 
+def open_contact_with(cipher: AESGCM, contact_id: str, phi: bytes, dek_version: int) -> bytes:
+    """Decrypt one contact record with its already unwrapped data key (bulk reads)."""
+    return open_sealed(cipher, phi, contact_aad(contact_id, dek_version))
+
+
 def open_fact(cipher: AESGCM, fact_id: str, dek_version: int, payload: bytes) -> bytes:
     return open_sealed(cipher, payload, fact_aad(fact_id, dek_version))

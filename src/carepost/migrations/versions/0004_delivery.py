@@ -1,7 +1,7 @@
 """delivery: templates, senders, campaigns, outbox, evidence, archive, alerts
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-11-24 03:09:04.992849
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import carepost.db
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,1 @@
+"""Segments: a rule language over demographics, clinical facts, journey stage and behaviour."""

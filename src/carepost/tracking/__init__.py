@@ -1,0 +1,1 @@
+"""Engagement tracking: the event store (the classifier and endpoints come later)."""
