@@ -17,6 +17,7 @@ from carepost import migrate
 from carepost.audit import checkpoint as cp
 from carepost.audit import service as audit
 from carepost.audit.chain import PROBLEMS, ChainReport
+from carepost.campaigns.commands import campaign_app, sender_app
 from carepost.cli_support import (
     DataDir,
     JsonFlag,
@@ -38,12 +39,13 @@ from carepost.contacts.importers.errors import ImportProblem, ImportRejected
 from carepost.contacts.importers.fhir_import import read_fhir, write_fhir
 from carepost.contacts.service import list_contacts
 from carepost.contacts.synthetic import write_csv
+from carepost.content.commands import template_app
 from carepost.crypto import service as key_service
 from carepost.crypto.keyring import KeyFileError, replace_key_file
 from carepost.db import transaction
-from carepost.delivery.commands import dkim_app
-from carepost.web import commands as web_commands
+from carepost.delivery import commands as delivery_commands
 from carepost.segments import commands as segment_commands
+from carepost.web import commands as web_commands
 from carepost.workspace import init_workspace, open_workspace
 
 # Tracebacks never show local variables: they may hold decrypted PHI.
@@ -63,7 +65,14 @@ app.add_typer(import_app, name="import")
 app.add_typer(contacts_app, name="contacts")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
-app.add_typer(dkim_app, name="dkim")
+app.add_typer(delivery_commands.dkim_app, name="dkim")
+app.add_typer(template_app, name="template")
+app.add_typer(sender_app, name="sender")
+app.add_typer(campaign_app, name="campaign")
+app.command("worker")(delivery_commands.worker)
+app.add_typer(delivery_commands.outbox_app, name="outbox")
+app.add_typer(delivery_commands.message_app, name="message")
+app.add_typer(delivery_commands.capture_app, name="capture")
 app.add_typer(consent_commands.consent_app, name="consent")
 app.add_typer(consent_commands.suppress_app, name="suppress")
 app.command("serve")(web_commands.serve)

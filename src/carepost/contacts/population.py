@@ -178,7 +178,15 @@ def person(n: int, rnd: random.Random, seed: int, as_of: date) -> Person:
         insurance = "medicare" if rnd.random() < 0.94 else "commercial"
     else:
         r = rnd.random()
-        insurance = "commercial" if r < 0.55 else "medicaid" if r < 0.75 else "self_pay" if r < 0.84 else "other"
+        insurance = (
+            "commercial"
+            if r < 0.55
+            else "medicaid"
+            if r < 0.75
+            else "self_pay"
+            if r < 0.84
+            else "other"
+        )
     email = f"{given.lower()}.{family.lower()}.{seed}.{n}@example.org"
     record: Record = {
         "v": RECORD_VERSION,
@@ -194,7 +202,10 @@ def person(n: int, rnd: random.Random, seed: int, as_of: date) -> Person:
         },
         "language": _pick_lang(rnd),
         "insurance_type": insurance,
-        "attributes": {"plan": rnd.choice(PLANS), "preferred_channel": rnd.choice(["email", "sms"])},
+        "attributes": {
+            "plan": rnd.choice(PLANS),
+            "preferred_channel": rnd.choice(["email", "sms"]),
+        },
     }
     if rnd.random() >= 0.03:  # 3% of records have no date of birth
         record["birth_date"] = born.isoformat()
@@ -294,11 +305,27 @@ def person(n: int, rnd: random.Random, seed: int, as_of: date) -> Person:
         machine = rnd.random() < 0.5
         p.events.append(("open", campaign, "machine" if machine else "human", when))
         if not machine and rnd.random() < 0.13:
-            p.events.append(("click", campaign, "human", when + timedelta(seconds=rnd.randrange(5, 600))))
+            p.events.append(
+                ("click", campaign, "human", when + timedelta(seconds=rnd.randrange(5, 600)))
+            )
     if rnd.random() < 0.02:
-        p.events.append(("form_submitted", "flu-consent", "human", base - timedelta(seconds=rnd.randrange(1, 90 * 86400))))
+        p.events.append(
+            (
+                "form_submitted",
+                "flu-consent",
+                "human",
+                base - timedelta(seconds=rnd.randrange(1, 90 * 86400)),
+            )
+        )
     if rnd.random() < 0.03:
-        p.events.append(("api_event", "portal_login", "unknown", base - timedelta(seconds=rnd.randrange(1, 90 * 86400))))
+        p.events.append(
+            (
+                "api_event",
+                "portal_login",
+                "unknown",
+                base - timedelta(seconds=rnd.randrange(1, 90 * 86400)),
+            )
+        )
     return p
 
 
@@ -338,7 +365,9 @@ def write_population(
 
     def flush() -> None:
         nonlocal events_written
-        inputs = [ContactInput(p.source_key, p.record, p.lookups, resource_type="Contact") for p in batch]
+        inputs = [
+            ContactInput(p.source_key, p.record, p.lookups, resource_type="Contact") for p in batch
+        ]
         outcomes = writer.upsert_contacts(inputs)
         facts: list[FactInput] = []
         events: list[tuple[str, str | None, str, str | None, str, str | None, datetime]] = []
@@ -346,9 +375,14 @@ def write_population(
             if outcome.contact_id is None:
                 continue
             cid = outcome.contact_id
-            facts += [FactInput(cid, kind, fkey, payload, "Fact") for fkey, kind, payload in p.facts]
+            facts += [
+                FactInput(cid, kind, fkey, payload, "Fact") for fkey, kind, payload in p.facts
+            ]
             if outcome.status == "created":
-                events += [(cid, None, kind, name, verdict, None, at) for kind, name, verdict, at in p.events]
+                events += [
+                    (cid, None, kind, name, verdict, None, at)
+                    for kind, name, verdict, at in p.events
+                ]
         writer.upsert_facts(facts)
         events_written += record_events(session, events)
         if progress:
@@ -362,9 +396,7 @@ def write_population(
     if batch:
         flush()
     counts = writer.counts.by_type
-    summary = PopulationSummary(
-        counts.get("Contact", {}), counts.get("Fact", {}), events_written
-    )
+    summary = PopulationSummary(counts.get("Contact", {}), counts.get("Fact", {}), events_written)
     audit.append(
         session,
         actor=actor,

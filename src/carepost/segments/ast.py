@@ -340,7 +340,12 @@ def to_json(node: Node) -> dict[str, Any]:
     if isinstance(node, Not):
         return {"op": "not", "arg": to_json(node.item)}
     if isinstance(node, Compare):
-        return {"op": "compare", "attr": node.attr, "cmp": node.op, "value": _value_json(node.value)}
+        return {
+            "op": "compare",
+            "attr": node.attr,
+            "cmp": node.op,
+            "value": _value_json(node.value),
+        }
     if isinstance(node, HasCondition):
         return {"op": "has_condition", "code": node.code}
     if isinstance(node, HasMedication | Vaccinated | HadProcedure):
@@ -373,7 +378,9 @@ def to_json(node: Node) -> dict[str, Any]:
     return {"op": "in_segment", "name": node.name}
 
 
-def _get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], optional: bool = False) -> Any:
+def _get(
+    obj: dict[str, Any], key: str, kind: type | tuple[type, ...], optional: bool = False
+) -> Any:
     if key not in obj or (optional and obj[key] is None):
         if optional:
             return None

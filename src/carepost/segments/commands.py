@@ -61,7 +61,9 @@ def _rule_error(exc: RuleError, json_out: bool) -> None:
 
 @segment_app.command("count")
 def count_cmd(
-    rule: Annotated[str, typer.Argument(help='A rule, e.g. \'age >= 50 and has_condition("diabetes")\'')],
+    rule: Annotated[
+        str, typer.Argument(help="A rule, e.g. 'age >= 50 and has_condition(\"diabetes\")'")
+    ],
     at: AtOption = None,
     json_out: JsonFlag = False,
     data_dir: DataDir = None,
@@ -95,7 +97,9 @@ def count_cmd(
     if json_out:
         emit_json(payload)
         return
-    out.print(f"{n} of {payload['contacts']} contacts match ({elapsed:.1f} ms; snapshot built in {snap.build_seconds:.1f} s)")
+    out.print(
+        f"{n} of {payload['contacts']} contacts match ({elapsed:.1f} ms; snapshot built in {snap.build_seconds:.1f} s)"
+    )
 
 
 @segment_app.command("save")
@@ -192,7 +196,14 @@ def preview_cmd(
         except phi.PurposeRequired as exc:
             fail(str(exc), 2)
     if json_out:
-        emit_json({"segment": name, "rule": rule, "members": len(ids), "shown": [v.as_dict() for v in views]})
+        emit_json(
+            {
+                "segment": name,
+                "rule": rule,
+                "members": len(ids),
+                "shown": [v.as_dict() for v in views],
+            }
+        )
         return
     out.print(f"{name}: {len(ids)} members; showing {len(views)}")
     table = Table("id", "name", "email", "birth date", "sex", "state")
@@ -314,7 +325,8 @@ def demo_data(
     contacts: Annotated[int, typer.Option(min=1, max=5_000_000, help="How many contacts.")] = 1000,
     seed: Annotated[int, typer.Option(help="Same seed and --as-of, same population.")] = 1,
     as_of: Annotated[
-        str | None, typer.Option("--as-of", help="Date the histories lead up to (default today, UTC).")
+        str | None,
+        typer.Option("--as-of", help="Date the histories lead up to (default today, UTC)."),
     ] = None,
     json_out: JsonFlag = False,
     data_dir: DataDir = None,
@@ -341,7 +353,12 @@ def demo_data(
                 progress=advance,
             )
         elapsed = time.perf_counter() - started
-    payload = {**summary.as_dict(), "seed": seed, "as_of": day.isoformat(), "seconds": round(elapsed, 1)}
+    payload = {
+        **summary.as_dict(),
+        "seed": seed,
+        "as_of": day.isoformat(),
+        "seconds": round(elapsed, 1),
+    }
     if json_out:
         emit_json(payload)
         return
@@ -352,4 +369,6 @@ def demo_data(
         f"{c.get('unchanged', 0)}; facts created {summary.facts.get('created', 0)}; "
         f"events {summary.events}"
     )
-    err.print("next: carepost segment count 'age >= 65 and not vaccinated(\"influenza\", within=365d)'")
+    err.print(
+        "next: carepost segment count 'age >= 65 and not vaccinated(\"influenza\", within=365d)'"
+    )

@@ -130,7 +130,9 @@ def scalar_matches(stored: object, op: str, value: A.Scalar | tuple[A.Scalar, ..
         return False
     if op in ("in", "not in"):
         assert isinstance(value, tuple)
-        comparable = [v for v in value if compare_scalar(stored, "==", v) or compare_scalar(stored, "!=", v)]
+        comparable = [
+            v for v in value if compare_scalar(stored, "==", v) or compare_scalar(stored, "!=", v)
+        ]
         if not comparable:
             return False
         hit = any(compare_scalar(stored, "==", v) for v in comparable)
@@ -253,7 +255,9 @@ def stage_array(snap: Snapshot, t: int, rules: StageRules) -> npt.NDArray[np.int
     return cached  # type: ignore[no-any-return]
 
 
-def _latest_values(table: FactTable, sel: B) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float64]]:
+def _latest_values(
+    table: FactTable, sel: B
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float64]]:
     """Per contact among selected rows: the value of the latest (ties: largest value)."""
     rows, ts, vals = table.row[sel], table.t[sel], table.value[sel]
     if not len(rows):
@@ -319,7 +323,9 @@ def _eval(node: A.Node, ctx: Context) -> B:
         return _rows_mask(n, table.row[sel])
     if isinstance(node, A.Vaccinated):
         table = snap.facts["immunization"]
-        sel = _coded(ctx, table, node.code, VACCINE_GROUPS, False) & _window(table.t, ctx.t, node.within)
+        sel = _coded(ctx, table, node.code, VACCINE_GROUPS, False) & _window(
+            table.t, ctx.t, node.within
+        )
         return _rows_mask(n, table.row[sel])
     if isinstance(node, A.HadProcedure):
         table = snap.facts["procedure"]

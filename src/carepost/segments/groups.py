@@ -79,7 +79,9 @@ CONDITION_GROUPS: dict[str, CodeGroup] = {
             "ckd",
             "Chronic kidney disease",
             ("N18",),
-            frozenset({"709044004", "431855005", "431856006", "433144002", "431857002", "46177005"}),
+            frozenset(
+                {"709044004", "431855005", "431856006", "433144002", "431857002", "46177005"}
+            ),
         ),
         CodeGroup(
             "heart_failure",
@@ -156,7 +158,9 @@ MEDICATION_GROUPS: dict[str, CodeGroup] = {
         CodeGroup(
             "albuterol", "Albuterol inhalers", exact=frozenset({"745679", "2123111", "745752"})
         ),
-        CodeGroup("ssri", "Selective serotonin reuptake inhibitors", exact=frozenset({"312940", "310385"})),
+        CodeGroup(
+            "ssri", "Selective serotonin reuptake inhibitors", exact=frozenset({"312940", "310385"})
+        ),
     )
 }
 

@@ -141,7 +141,9 @@ class _Parser:
             self.i += 1
         return tok
 
-    def error(self, message: str, tok: Token | None = None, *expected: str, suggestion: str | None = None) -> RuleError:
+    def error(
+        self, message: str, tok: Token | None = None, *expected: str, suggestion: str | None = None
+    ) -> RuleError:
         t = tok or self.tok
         return RuleError(
             message, line=t.line, column=t.column, expected=expected, suggestion=suggestion
@@ -262,7 +264,9 @@ class _Parser:
         if tok.kind == "keyword" and tok.text in ("true", "false"):
             self.advance()
             return tok.text == "true"
-        raise self.error(f"unexpected {_describe(tok)}", None, "a string", "a number", "true", "false")
+        raise self.error(
+            f"unexpected {_describe(tok)}", None, "a string", "a number", "true", "false"
+        )
 
     def parse_list(self) -> tuple[A.Scalar, ...]:
         self.expect_punct("[")
@@ -357,11 +361,15 @@ class _Parser:
         if name in VALUE_FUNCTIONS:
             op, value = self.parse_compare_tail(f"{name}()")
             if op in ("in", "not in", "starts_with"):
-                raise self.error(f"{name}() is compared with a number", name_tok, "<", ">", "between")
+                raise self.error(
+                    f"{name}() is compared with a number", name_tok, "<", ">", "between"
+                )
             if name == "lab" and self.is_kw("within"):
                 self.advance()
                 if self.tok.kind != "duration":
-                    raise self.error(f"unexpected {_describe(self.tok)}", None, "a window like 180d")
+                    raise self.error(
+                        f"unexpected {_describe(self.tok)}", None, "a window like 180d"
+                    )
                 within = self.advance().value
             if name == "lab":
                 return self.build(name_tok, A.Lab, positional, op, value, within)  # type: ignore[no-any-return]

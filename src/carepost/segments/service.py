@@ -283,7 +283,11 @@ def list_segments(session: Session) -> list[SegmentSummary]:
         members = None
         if seg.kind == "static":
             members = len(
-                list(session.scalars(select(StaticMember.contact_id).where(StaticMember.segment_id == seg.id)))
+                list(
+                    session.scalars(
+                        select(StaticMember.contact_id).where(StaticMember.segment_id == seg.id)
+                    )
+                )
             )
         out.append(
             SegmentSummary(
@@ -343,7 +347,9 @@ def freeze_membership(
     )
     session.add(freeze)
     session.flush()
-    bulk_insert(session, FrozenMember.__table__, ("freeze_id", "contact_id"), [(freeze.id, c) for c in ids])
+    bulk_insert(
+        session, FrozenMember.__table__, ("freeze_id", "contact_id"), [(freeze.id, c) for c in ids]
+    )
     refs = {r: defs.get(r) is not None for r in A.segment_refs(node)}
     audit.append(
         session,
@@ -426,7 +432,9 @@ class SegmentEngine:
         with read_only(self.engine) as conn, Session(bind=conn) as session:
             return definitions(session)
 
-    def evaluate(self, rule: str | A.Node, at: datetime | None = None, *, name: str | None = None) -> "evaluator.B":
+    def evaluate(
+        self, rule: str | A.Node, at: datetime | None = None, *, name: str | None = None
+    ) -> "evaluator.B":
         node = parse(rule) if isinstance(rule, str) else rule
         defs = self._defs() if A.segment_refs(node) else {}
         self.refresh()

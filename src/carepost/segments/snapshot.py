@@ -235,7 +235,9 @@ class Part:
         if kind == "condition":
             t = epoch(p.get("onset") or p.get("date"))
             end = epoch(p.get("abatement"))
-            flag = int(status not in INACTIVE_CONDITION and p.get("verification") not in NOT_CONFIRMED)
+            flag = int(
+                status not in INACTIVE_CONDITION and p.get("verification") not in NOT_CONFIRMED
+            )
         elif kind == "medication":
             end = epoch(p.get("end"))
             flag = int(status is None or status in ACTIVE_MEDICATION)
@@ -280,12 +282,20 @@ class FactTable:
 
     def keep(self, mask: B) -> FactTable:
         return FactTable(
-            self.row[mask], self.code[mask], self.t[mask], self.end[mask], self.flag[mask], self.value[mask]
+            self.row[mask],
+            self.code[mask],
+            self.t[mask],
+            self.end[mask],
+            self.flag[mask],
+            self.value[mask],
         )
 
     def extend(self, other: FactTable) -> FactTable:
         return FactTable(
-            *(np.concatenate([getattr(self, n), getattr(other, n)]) for n in ("row", "code", "t", "end", "flag", "value"))
+            *(
+                np.concatenate([getattr(self, n), getattr(other, n)])
+                for n in ("row", "code", "t", "end", "flag", "value")
+            )
         )
 
 
@@ -449,12 +459,16 @@ class Snapshot:
             self.version += 1
             self.cache.clear()
 
-    def add_events(
-        self, events: Iterable[tuple[int, str, str, str | None, str, int]]
-    ) -> int:
+    def add_events(self, events: Iterable[tuple[int, str, str, str | None, str, int]]) -> int:
         """Append (id, contact id, kind, name, verdict, epoch seconds); events of contacts
         not (yet) in the snapshot wait in `pending_events` for the next refresh."""
-        rows, kinds, names, verdicts, ts = (array("i"), array("b"), array("i"), array("b"), array("q"))
+        rows, kinds, names, verdicts, ts = (
+            array("i"),
+            array("b"),
+            array("i"),
+            array("b"),
+            array("q"),
+        )
         waiting = []
         added = 0
         for ev in [*self.pending_events, *events]:
@@ -559,10 +573,14 @@ _CONTACTS_SQL = (
     "SELECT c.id, c.phi, k.dek_version, k.kek_version, k.wrapped_dek FROM contacts c "
     "JOIN contact_keys k ON k.contact_id = c.id WHERE {where} ORDER BY c.id"
 )
-_FACTS_SQL = "SELECT f.id, f.contact_id, f.payload FROM clinical_facts f WHERE {where} ORDER BY f.contact_id"
+_FACTS_SQL = (
+    "SELECT f.id, f.contact_id, f.payload FROM clinical_facts f WHERE {where} ORDER BY f.contact_id"
+)
 
 
-def _stream(conn: Any, sql: str, params: Sequence[object], name: str, batch: int = 5000) -> Iterator[Any]:
+def _stream(
+    conn: Any, sql: str, params: Sequence[object], name: str, batch: int = 5000
+) -> Iterator[Any]:
     raw = conn.connection.dbapi_connection
     pg = conn.dialect.name == "postgresql"
     if pg:
@@ -600,10 +618,15 @@ def _decrypt_range(
             params.append(hi)
         where = " AND ".join(conds) or "1 = 1"
         with read_only(engine) as conn:
-            contacts = _stream(conn, _CONTACTS_SQL.format(where=where.format(col="c.id")), params, "seg_c")
+            contacts = _stream(
+                conn, _CONTACTS_SQL.format(where=where.format(col="c.id")), params, "seg_c"
+            )
             with read_only(engine) as conn2:
                 facts = _stream(
-                    conn2, _FACTS_SQL.format(where=where.format(col="f.contact_id")), params, "seg_f"
+                    conn2,
+                    _FACTS_SQL.format(where=where.format(col="f.contact_id")),
+                    params,
+                    "seg_f",
                 )
                 for cid, record, fact_list in phi.bulk_open(access, ring, contacts, facts):
                     part.add_contact(cid, record, fact_list)
@@ -624,7 +647,9 @@ def _decrypt_ids(
                 _stream(conn, _CONTACTS_SQL.format(where=f"c.id IN ({marks})"), chunk, "seg_rc")
             )
             facts = list(
-                _stream(conn, _FACTS_SQL.format(where=f"f.contact_id IN ({marks})"), chunk, "seg_rf")
+                _stream(
+                    conn, _FACTS_SQL.format(where=f"f.contact_id IN ({marks})"), chunk, "seg_rf"
+                )
             )
             for cid, record, fact_list in phi.bulk_open(access, ring, contacts, facts):
                 part.add_contact(cid, record, fact_list)
@@ -716,4 +741,3 @@ def build_snapshot(
     snap._load_events(engine)
     snap.build_seconds = time.perf_counter() - started
     return snap
-

@@ -74,9 +74,7 @@ def classify(
     are ignored). `appointments`: (epoch seconds, status, no_show)."""
     past = [t for t in visits if t <= at]
     appts = list(appointments)
-    upcoming = any(
-        s in BOOKED and at < t <= at + rules.upcoming_days * DAY for t, s, _ in appts
-    )
+    upcoming = any(s in BOOKED and at < t <= at + rules.upcoming_days * DAY for t, s, _ in appts)
     no_shows = sum(
         1 for t, _, ns in appts if ns and at - rules.no_show_window_days * DAY <= t <= at
     )

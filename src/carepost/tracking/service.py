@@ -62,6 +62,8 @@ def record_events(
     rows = []
     for contact_id, message_id, kind, name, verdict, reason, at in events:
         _check(kind, verdict, name)
-        rows.append((contact_id, message_id, kind, name, verdict, reason, driver_value(session, col, at)))
+        rows.append(
+            (contact_id, message_id, kind, name, verdict, reason, driver_value(session, col, at))
+        )
     bulk_insert(session, EngagementEvent.__table__, COLUMNS, rows)
     return len(rows)
