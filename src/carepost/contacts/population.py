@@ -63,10 +63,25 @@ from carepost.crypto.keyring import KeyRing
 from carepost.tracking.service import record_events
 
 AGE_BANDS = [  # (from, to, % of population) Census 2020 DP1
-    (0, 4, 5.7), (5, 9, 6.0), (10, 14, 6.4), (15, 19, 6.6), (20, 24, 6.4), (25, 29, 6.7),
-    (30, 34, 6.9), (35, 39, 6.6), (40, 44, 6.3), (45, 49, 6.0), (50, 54, 6.3), (55, 59, 6.5),
-    (60, 64, 6.4), (65, 69, 5.5), (70, 74, 4.4), (75, 79, 2.9), (80, 84, 1.9), (85, 99, 1.9),
-]  # fmt: skip
+    (0, 4, 5.7),
+    (5, 9, 6.0),
+    (10, 14, 6.4),
+    (15, 19, 6.6),
+    (20, 24, 6.4),
+    (25, 29, 6.7),
+    (30, 34, 6.9),
+    (35, 39, 6.6),
+    (40, 44, 6.3),
+    (45, 49, 6.0),
+    (50, 54, 6.3),
+    (55, 59, 6.5),
+    (60, 64, 6.4),
+    (65, 69, 5.5),
+    (70, 74, 4.4),
+    (75, 79, 2.9),
+    (80, 84, 1.9),
+    (85, 99, 1.9),
+]
 STATES = [  # (state, weight in millions, zip3 prefixes, city)
     ("CA", 39.5, ("900", "941", "958"), "Los Angeles"),
     ("TX", 29.1, ("733", "750", "770"), "Houston"),
@@ -82,8 +97,24 @@ STATES = [  # (state, weight in millions, zip3 prefixes, city)
 LANGUAGES = [("en", 78.0), ("es", 13.0), ("zh", 1.1), ("vi", 0.5), ("fr", 0.4), ("ar", 0.4)]
 GIVEN_F = ["Ava", "Chloe", "Elena", "Grace", "Ines", "Keiko", "Maya", "Nadia", "Priya", "Rosa"]
 GIVEN_M = ["Ben", "Dev", "Farid", "Hiro", "Jamal", "Liam", "Omar", "Quinn", "Sam", "Theo"]
-FAMILY = ["Abbott", "Baptiste", "Chen", "Diallo", "Evans", "Garcia", "Huang", "Johnson",
-          "Kowalski", "Lopez", "Mensah", "Nguyen", "Okafor", "Patel", "Smith", "Williams"]  # fmt: skip
+FAMILY = [
+    "Abbott",
+    "Baptiste",
+    "Chen",
+    "Diallo",
+    "Evans",
+    "Garcia",
+    "Huang",
+    "Johnson",
+    "Kowalski",
+    "Lopez",
+    "Mensah",
+    "Nguyen",
+    "Okafor",
+    "Patel",
+    "Smith",
+    "Williams",
+]
 PLANS = ["gold", "silver", "bronze"]
 
 ICD = "ICD-10-CM"
@@ -109,11 +140,21 @@ MEDS = {  # RxNorm SCD
     "simvastatin": ("312961", "simvastatin 20 MG Oral Tablet"),
     "sertraline": ("312940", "sertraline 50 MG Oral Tablet"),
 }
-FLU_CVX = [("158", "influenza, injectable, quadrivalent"), ("150", "Influenza, injectable, quadrivalent, preservative free"), ("197", "influenza, high-dose, quadrivalent")]  # fmt: skip
+FLU_CVX = [
+    ("158", "influenza, injectable, quadrivalent"),
+    ("150", "Influenza, injectable, quadrivalent, preservative free"),
+    ("197", "influenza, high-dose, quadrivalent"),
+]
 HBA1C = ("4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood")
 CHECKUP = ("185349003", "Encounter for check up (procedure)")
-CAMPAIGNS = ["newsletter-2026-07", "newsletter-2026-08", "flu-shot-reminder", "newsletter-2026-10",
-             "diabetes-education", "newsletter-2026-11"]  # fmt: skip
+CAMPAIGNS = [
+    "newsletter-2026-07",
+    "newsletter-2026-08",
+    "flu-shot-reminder",
+    "newsletter-2026-10",
+    "diabetes-education",
+    "newsletter-2026-11",
+]
 
 
 def _weighted(items: list[Any], weights: list[float]) -> Callable[[random.Random], Any]:
@@ -243,7 +284,13 @@ def person(n: int, rnd: random.Random, seed: int, as_of: date) -> Person:
         code, display = CONDITIONS[name]
         onset = day_ago(rnd.randrange(60, 365 * 10))
         status = "active"
-        payload: Record = {**_coded(ICD, code, display), "status": status, "date": onset, "onset": onset, "verification": "confirmed"}  # fmt: skip
+        payload: Record = {
+            **_coded(ICD, code, display),
+            "status": status,
+            "date": onset,
+            "onset": onset,
+            "verification": "confirmed",
+        }
         if name == "depression" and rnd.random() < 0.2:
             payload["status"] = "resolved"
             payload["abatement"] = day_ago(rnd.randrange(1, 59))
@@ -267,7 +314,15 @@ def person(n: int, rnd: random.Random, seed: int, as_of: date) -> Person:
         meds.append("sertraline")
     for med in meds:
         code, display = MEDS[med]
-        fact("medication", {**_coded("RxNorm", code, display), "status": "active", "date": day_ago(rnd.randrange(30, 365 * 5)), "intent": "order"})  # fmt: skip
+        fact(
+            "medication",
+            {
+                **_coded("RxNorm", code, display),
+                "status": "active",
+                "date": day_ago(rnd.randrange(30, 365 * 5)),
+                "intent": "order",
+            },
+        )
     labs = 0
     if diabetic and rnd.random() < 0.9:
         labs = 2
@@ -278,24 +333,72 @@ def person(n: int, rnd: random.Random, seed: int, as_of: date) -> Person:
     for j in range(labs):
         sd = 1.3 if diabetic else 0.35
         value = round(min(max(rnd.gauss(mean, sd), 4.0), 14.0), 1)
-        fact("observation", {**_coded("LOINC", *HBA1C), "status": "final", "date": day_ago(rnd.randrange(0, 180) + 180 * j), "value": value, "unit": "%", "category": "laboratory"})  # fmt: skip
+        fact(
+            "observation",
+            {
+                **_coded("LOINC", *HBA1C),
+                "status": "final",
+                "date": day_ago(rnd.randrange(0, 180) + 180 * j),
+                "value": value,
+                "unit": "%",
+                "category": "laboratory",
+            },
+        )
     for season in (0, 1):
         if rnd.random() < _flu_rate(age):
             start = date(as_of.year - season - (0 if as_of.month >= 9 else 1), 9, 1)
             given_on = start + timedelta(days=min(int(rnd.expovariate(1 / 30)), 121))
             if given_on <= as_of:
                 code, display = FLU_CVX[2] if age >= 65 else rnd.choice(FLU_CVX[:2])
-                fact("immunization", {**_coded("CVX", code, display), "status": "completed", "date": given_on.isoformat(), "not_done": False})  # fmt: skip
+                fact(
+                    "immunization",
+                    {
+                        **_coded("CVX", code, display),
+                        "status": "completed",
+                        "date": given_on.isoformat(),
+                        "not_done": False,
+                    },
+                )
     chronic = len(has - {"obesity"})
     visit_rate = (0.9 + 0.7 * chronic) if rnd.random() < 0.84 else 0.15
     for _ in range(min(_poisson(rnd, visit_rate * 2), 8)):  # the last two years
-        fact("encounter", {**_coded("SNOMED-CT", *CHECKUP), "status": "finished", "date": day_ago(rnd.randrange(0, 730)), "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB", "display": "ambulatory"}})  # fmt: skip
+        fact(
+            "encounter",
+            {
+                **_coded("SNOMED-CT", *CHECKUP),
+                "status": "finished",
+                "date": day_ago(rnd.randrange(0, 730)),
+                "class": {
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                    "code": "AMB",
+                    "display": "ambulatory",
+                },
+            },
+        )
     no_show_p = min(rnd.betavariate(1.2, 4.0), 0.9)  # mean about 0.23
     for _ in range(_poisson(rnd, 0.8 + 0.3 * chronic)):
         noshow = rnd.random() < no_show_p
-        fact("appointment", {"code": None, "codes": [], "status": "noshow" if noshow else "fulfilled", "date": day_ago(rnd.randrange(1, 365)), "no_show": noshow})  # fmt: skip
+        fact(
+            "appointment",
+            {
+                "code": None,
+                "codes": [],
+                "status": "noshow" if noshow else "fulfilled",
+                "date": day_ago(rnd.randrange(1, 365)),
+                "no_show": noshow,
+            },
+        )
     if rnd.random() < 0.25:
-        fact("appointment", {"code": None, "codes": [], "status": "booked", "date": (as_of + timedelta(days=rnd.randrange(1, 60))).isoformat(), "no_show": False})  # fmt: skip
+        fact(
+            "appointment",
+            {
+                "code": None,
+                "codes": [],
+                "status": "booked",
+                "date": (as_of + timedelta(days=rnd.randrange(1, 60))).isoformat(),
+                "no_show": False,
+            },
+        )
     # Email engagement over the last six months: about half of opens are machine opens.
     base = datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC)
     engaged = rnd.random() < 0.6

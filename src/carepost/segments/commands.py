@@ -98,7 +98,8 @@ def count_cmd(
         emit_json(payload)
         return
     out.print(
-        f"{n} of {payload['contacts']} contacts match ({elapsed:.1f} ms; snapshot built in {snap.build_seconds:.1f} s)"
+        f"{n} of {payload['contacts']} contacts match ({elapsed:.1f} ms; "
+        f"snapshot built in {snap.build_seconds:.1f} s)"
     )
 
 

@@ -41,7 +41,6 @@ from carepost.segments.groups import (
 from carepost.segments.snapshot import (
     BOOKED_BIT,
     EVENT_KINDS,
-    NO_CODE,
     NO_SHOW_BIT,
     VERDICTS,
     FactTable,
@@ -181,7 +180,7 @@ def _numbers_mask(x: npt.NDArray[Any], op: str, value: object) -> B:
     if op in ("in", "not in"):
         assert isinstance(value, tuple)
         hit = np.isin(x, np.asarray([float(v) for v in value]))
-        return hit if op == "in" else ~hit  # type: ignore[no-any-return]
+        return hit if op == "in" else ~hit
     return OPS[op](x, value)  # type: ignore[return-value]
 
 
@@ -189,7 +188,7 @@ def _vocab_mask(codes: npt.NDArray[np.int32], values: list[Any], pred: Callable[
     table = np.zeros(len(values) + 1, dtype=bool)  # last slot: NO_CODE (-1) -> False
     for i, v in enumerate(values):
         table[i] = pred(v)
-    return table[codes]  # type: ignore[no-any-return]
+    return table[codes]
 
 
 def _rows_mask(n: int, rows: npt.NDArray[np.int32]) -> B:
@@ -200,8 +199,8 @@ def _rows_mask(n: int, rows: npt.NDArray[np.int32]) -> B:
 
 def _window(t: npt.NDArray[np.int64], at: int, within: int | None) -> B:
     if within is None:
-        return t <= at  # type: ignore[no-any-return]
-    return (t >= at - within * DAY) & (t <= at)  # type: ignore[no-any-return]
+        return t <= at
+    return (t >= at - within * DAY) & (t <= at)
 
 
 def _code_table(snap: Snapshot, arg: str, groups: Mapping[str, Any], icd10_prefix: bool) -> B:
@@ -213,11 +212,11 @@ def _code_table(snap: Snapshot, arg: str, groups: Mapping[str, Any], icd10_prefi
         for i, (system, code) in enumerate(snap.codes.values):
             cached[i] = match(system, code)
         snap.cache[key] = cached
-    return cached  # type: ignore[no-any-return]
+    return cached
 
 
 def _coded(ctx: Context, table: FactTable, arg: str, groups: Mapping[str, Any], icd10: bool) -> B:
-    return _code_table(ctx.snap, arg, groups, icd10)[table.code]  # type: ignore[no-any-return]
+    return _code_table(ctx.snap, arg, groups, icd10)[table.code]
 
 
 def age_array(snap: Snapshot, at: datetime) -> npt.NDArray[np.float64]:
@@ -229,7 +228,7 @@ def age_array(snap: Snapshot, at: datetime) -> npt.NDArray[np.float64]:
         later = (snap.birth_md.astype(np.int32) > d.month * 100 + d.day).astype(np.int32)
         cached = np.where(y == 0, np.nan, (d.year - y - later).astype(np.float64))
         snap.cache[key] = cached
-    return cached  # type: ignore[no-any-return]
+    return cached
 
 
 def stage_array(snap: Snapshot, t: int, rules: StageRules) -> npt.NDArray[np.int8]:
@@ -252,7 +251,7 @@ def stage_array(snap: Snapshot, t: int, rules: StageRules) -> npt.NDArray[np.int
         for k in [k for k in snap.cache if k[0] == "stage"]:
             del snap.cache[k]  # keep one stage array: `at` moves on in a live process
         snap.cache[key] = cached
-    return cached  # type: ignore[no-any-return]
+    return cached
 
 
 def _latest_values(
@@ -382,7 +381,7 @@ def _eval_segment(name: str, ctx: Context) -> B:
 
 
 def _eligible(snap: Snapshot) -> B:
-    return snap.present & ~snap.deceased  # type: ignore[no-any-return]
+    return snap.present & ~snap.deceased
 
 
 def evaluate(

@@ -196,9 +196,9 @@ class _Parser:
             self.depth += 1
             if self.depth > A.MAX_DEPTH:
                 raise self.error("rule nested too deeply")
-            node = A.Not(self.parse_unary())
+            negated = A.Not(self.parse_unary())
             self.depth -= 1
-            return node
+            return negated
         if self.tok.kind == "punct" and self.tok.text == "(":
             self.advance()
             node = self.parse_or()

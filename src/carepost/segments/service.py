@@ -434,7 +434,7 @@ class SegmentEngine:
 
     def evaluate(
         self, rule: str | A.Node, at: datetime | None = None, *, name: str | None = None
-    ) -> "evaluator.B":
+    ) -> evaluator.B:
         node = parse(rule) if isinstance(rule, str) else rule
         defs = self._defs() if A.segment_refs(node) else {}
         self.refresh()

@@ -35,7 +35,6 @@ from carepost.contacts.models import ClinicalFact, Contact
 from carepost.crypto.keyring import KeyRing
 from carepost.db import make_engine, read_only, transaction
 from carepost.segments.stage import BOOKED, is_visit
-from carepost.tracking.models import EngagementEvent
 
 MISSING = int(np.iinfo(np.int64).min)
 NO_CODE = -1
@@ -670,7 +669,7 @@ def _event_batches(
     with read_only(engine) as conn:
         rows: list[tuple[int, str, str, str | None, str, int]] = []
         for row in _stream(conn, sql, [after], "seg_e", batch=20_000):
-            rows.append(tuple(row))  # type: ignore[arg-type]
+            rows.append(tuple(row))
             if len(rows) >= batch:
                 yield rows
                 rows = []

@@ -58,7 +58,7 @@ def record_events(
     events: Sequence[tuple[str, str | None, str, str | None, str, str | None, datetime]],
 ) -> int:
     """Bulk form of record_event: (contact_id, message_id, kind, name, verdict, reason, at)."""
-    col = EngagementEvent.__table__.c.at  # type: ignore[attr-defined]
+    col = EngagementEvent.__table__.c.at
     rows = []
     for contact_id, message_id, kind, name, verdict, reason, at in events:
         _check(kind, verdict, name)

@@ -27,7 +27,9 @@ class Person:
     id: str
     record: dict[str, Any]
     facts: list[dict[str, Any]] = field(default_factory=list)
-    events: list[tuple[str, str | None, str, int]] = field(default_factory=list)  # kind, name, verdict, t
+    events: list[tuple[str, str | None, str, int]] = field(
+        default_factory=list
+    )  # kind, name, verdict, t
 
 
 def ts(text: Any) -> int | None:
@@ -58,17 +60,30 @@ def num_ok(x: float, op: str, value: Any) -> bool:
     if op == "not in":
         return all(x != v for v in value)
     return bool(
-        {"==": x == value, "!=": x != value, "<": x < value, "<=": x <= value, ">": x > value, ">=": x >= value}[op]
+        {
+            "==": x == value,
+            "!=": x != value,
+            "<": x < value,
+            "<=": x <= value,
+            ">": x > value,
+            ">=": x >= value,
+        }[op]
     )
 
 
 def codings(p: dict[str, Any]) -> list[tuple[str | None, str]]:
     codes = p.get("codes") or ([p["code"]] if p.get("code") else [])
-    return [(c.get("system"), str(c["code"])) for c in codes if isinstance(c, dict) and c.get("code")]
+    return [
+        (c.get("system"), str(c["code"])) for c in codes if isinstance(c, dict) and c.get("code")
+    ]
 
 
 def usable(p: dict[str, Any], kind: str) -> bool:
-    return p.get("kind") == kind and p.get("status") not in ("entered-in-error", "not-done", "cancelled")
+    return p.get("kind") == kind and p.get("status") not in (
+        "entered-in-error",
+        "not-done",
+        "cancelled",
+    )
 
 
 def age_of(person: Person, at: datetime) -> int | None:
@@ -142,14 +157,19 @@ def holds(node: A.Node, person: Person, at: datetime, ctx: dict[str, Any]) -> bo
                 continue
             if end is not None and end <= t:
                 continue
-            if any(matches(node.code, CONDITION_GROUPS, s, c, icd10_prefix=True) for s, c in codings(p)):
+            if any(
+                matches(node.code, CONDITION_GROUPS, s, c, icd10_prefix=True) for s, c in codings(p)
+            ):
                 return True
         return False
     if isinstance(node, A.HasMedication):
         for p in person.facts:
             if not usable(p, "medication"):
                 continue
-            if not any(matches(node.code, MEDICATION_GROUPS, s, c, icd10_prefix=False) for s, c in codings(p)):
+            if not any(
+                matches(node.code, MEDICATION_GROUPS, s, c, icd10_prefix=False)
+                for s, c in codings(p)
+            ):
                 continue
             start, end = ts(p.get("date")), ts(p.get("end"))
             if node.within is not None:
@@ -191,14 +211,22 @@ def holds(node: A.Node, person: Person, at: datetime, ctx: dict[str, Any]) -> bo
     if isinstance(node, A.Count):
         n = 0
         for p in person.facts:
-            if node.kind == "visits" and usable(p, "encounter") and p.get("status") != "planned":
+            visit = node.kind == "visits" and usable(p, "encounter")
+            no_show = node.kind == "no_shows" and usable(p, "appointment")
+            if visit and p.get("status") == "planned":
+                continue
+            if no_show and not (p.get("no_show") or p.get("status") == "noshow"):
+                continue
+            if visit or no_show:
                 n += in_window(ts(p.get("date")), t, node.within)
-            elif node.kind == "no_shows" and usable(p, "appointment"):
-                if p.get("no_show") or p.get("status") == "noshow":
-                    n += in_window(ts(p.get("date")), t, node.within)
         return num_ok(float(n), node.op, node.value)
     if isinstance(node, A.Engaged):
-        kind = {"opened": "open", "clicked": "click", "form_submitted": "form_submitted", "event_received": "api_event"}[node.kind]
+        kind = {
+            "opened": "open",
+            "clicked": "click",
+            "form_submitted": "form_submitted",
+            "event_received": "api_event",
+        }[node.kind]
         for ekind, name, verdict, when in person.events:
             if ekind != kind or not in_window(when, t, node.within):
                 continue

@@ -122,27 +122,83 @@ SNAP = _snapshot(POP)
 
 windows = st.one_of(st.none(), st.sampled_from([0, 1, 7, 30, 89, 90, 91, 180, 365, 730]))
 codes = st.sampled_from(
-    ["diabetes", "hypertension", "asthma", "E11", "E11.9", "E119", "I10", "J45", "E78", "e11",
-     "44054006", "38341003", "prediabetes", "copd", "obesity", "depression", "F32", "Z99"]
-)  # fmt: skip
+    [
+        "diabetes",
+        "hypertension",
+        "asthma",
+        "E11",
+        "E11.9",
+        "E119",
+        "I10",
+        "J45",
+        "E78",
+        "e11",
+        "44054006",
+        "38341003",
+        "prediabetes",
+        "copd",
+        "obesity",
+        "depression",
+        "F32",
+        "Z99",
+    ]
+)
 numbers = st.one_of(st.integers(0, 100), st.floats(4.0, 12.0).map(lambda x: round(x, 1)))
-strings = st.sampled_from(["MA", "ma", "NY", "CA", "TX", "NH", "en", "es", "zh", "female", "male",
-                           "medicare", "commercial", "medicaid", "self_pay", "gold", "silver",
-                           "021", "100", "9", "Boston", "", "true"])  # fmt: skip
+strings = st.sampled_from(
+    [
+        "MA",
+        "ma",
+        "NY",
+        "CA",
+        "TX",
+        "NH",
+        "en",
+        "es",
+        "zh",
+        "female",
+        "male",
+        "medicare",
+        "commercial",
+        "medicaid",
+        "self_pay",
+        "gold",
+        "silver",
+        "021",
+        "100",
+        "9",
+        "Boston",
+        "",
+        "true",
+    ]
+)
 
 
 @st.composite
 def compares(draw: Any) -> A.Node:
     attr = draw(
         st.sampled_from(
-            ["age", "sex", "state", "postal_code", "city", "language", "insurance_type", "stage",
-             "attr.plan", "attr.visits_ytd", "attr.vip", "attr.missing"]
+            [
+                "age",
+                "sex",
+                "state",
+                "postal_code",
+                "city",
+                "language",
+                "insurance_type",
+                "stage",
+                "attr.plan",
+                "attr.visits_ytd",
+                "attr.vip",
+                "attr.missing",
+            ]
         )
-    )  # fmt: skip
+    )
     if attr == "age":
         op = draw(st.sampled_from(["==", "!=", "<", "<=", ">", ">=", "in", "not in", "between"]))
         if op in ("in", "not in"):
-            return A.Compare(attr, op, tuple(draw(st.lists(st.integers(0, 100), min_size=1, max_size=4))))
+            return A.Compare(
+                attr, op, tuple(draw(st.lists(st.integers(0, 100), min_size=1, max_size=4)))
+            )
         if op == "between":
             lo = draw(st.integers(0, 100))
             return A.Compare(attr, op, (lo, lo + draw(st.integers(0, 40))))
@@ -150,10 +206,14 @@ def compares(draw: Any) -> A.Node:
     if attr == "stage":
         op = draw(st.sampled_from(["==", "!=", "in", "not in"]))
         if op in ("in", "not in"):
-            return A.Compare(attr, op, tuple(draw(st.lists(st.sampled_from(STAGES), min_size=1, max_size=3))))
+            return A.Compare(
+                attr, op, tuple(draw(st.lists(st.sampled_from(STAGES), min_size=1, max_size=3)))
+            )
         return A.Compare(attr, op, draw(st.sampled_from(STAGES)))
     if attr.startswith("attr."):
-        op = draw(st.sampled_from(["==", "!=", "<", ">=", "in", "not in", "starts_with", "between"]))
+        op = draw(
+            st.sampled_from(["==", "!=", "<", ">=", "in", "not in", "starts_with", "between"])
+        )
         lit = st.one_of(strings, numbers, st.booleans())
         if op in ("in", "not in"):
             return A.Compare(attr, op, tuple(draw(st.lists(lit, min_size=1, max_size=3))))
@@ -164,10 +224,7 @@ def compares(draw: Any) -> A.Node:
             return A.Compare(attr, op, (lo, lo + draw(st.integers(0, 5))))
         return A.Compare(attr, op, draw(lit))
     op = draw(st.sampled_from(["==", "!=", "in", "not in", "starts_with"]))
-    if attr == "sex":
-        vals = st.sampled_from(["female", "male", "other", "FEMALE"])
-    else:
-        vals = strings
+    vals = st.sampled_from(["female", "male", "other", "FEMALE"]) if attr == "sex" else strings
     if op in ("in", "not in", "starts_with"):
         return A.Compare(attr, op, tuple(draw(st.lists(vals, min_size=1, max_size=3))))
     return A.Compare(attr, op, draw(vals))
@@ -190,7 +247,9 @@ def leaves(draw: Any) -> A.Node:
     if kind == 3:
         return A.HasCondition(draw(codes))
     if kind == 4:
-        c = draw(st.sampled_from(["metformin", "insulin", "statin", "860975", "314076", "albuterol"]))
+        c = draw(
+            st.sampled_from(["metformin", "insulin", "statin", "860975", "314076", "albuterol"])
+        )
         return A.HasMedication(c, draw(windows))
     if kind == 5:
         c = draw(st.sampled_from(["influenza", "158", "197", "covid19"]))
@@ -265,7 +324,7 @@ def test_population_exercises_every_predicate() -> None:
         'stage == "lapsed"',
         'has_medication("metformin")',
         'had_procedure("73761001")',
-        'attr.visits_ytd > 5',
+        "attr.visits_ytd > 5",
     ]:
         node = parse(text)
         n = count(node, SNAP, at)
@@ -302,7 +361,7 @@ def test_window_edges_exactly() -> None:
 def test_missing_data_is_false_and_not_complements() -> None:
     person = Person("nodob", {"v": 1})
     snap = _snapshot([person])
-    for text in ["age >= 0", "age < 200", 'state == "MA"', 'lab("4548-4") > 0', "attr.plan != \"x\""]:
+    for text in ["age >= 0", "age < 200", 'state == "MA"', 'lab("4548-4") > 0', 'attr.plan != "x"']:
         assert count(parse(text), snap, BASE) == 0, text
         assert count(parse(f"not ({text})"), snap, BASE) == 1, text
     assert count(parse("visits() == 0"), snap, BASE) == 1
@@ -318,19 +377,30 @@ def test_segment_references_and_cycles() -> None:
         "loop_b": parse('age > 3 and in_segment("loop_a")'),
     }
     node = parse('in_segment("older_diabetics") or in_segment("vips")')
-    assert set(member_ids(node, SNAP, BASE, segments=segs)) == members(node, POP, BASE, segments=segs)
+    assert set(member_ids(node, SNAP, BASE, segments=segs)) == members(
+        node, POP, BASE, segments=segs
+    )
     with pytest.raises(SegmentCycle, match="loop_a -> loop_b -> loop_a"):
         evaluate(parse('in_segment("loop_a")'), SNAP, BASE, segments=segs)
     with pytest.raises(SegmentCycle):
-        evaluate(parse('in_segment("me")'), SNAP, BASE, segments={"me": parse("age > 1")}, name="me")
+        evaluate(
+            parse('in_segment("me")'), SNAP, BASE, segments={"me": parse("age > 1")}, name="me"
+        )
 
 
 def test_explain_names_the_failing_clause() -> None:
     node = parse('age >= 18 and has_condition("diabetes") and not opened(within=30d)')
     member = member_ids(node, SNAP, BASE)[0]
     result = explain(node, SNAP, member, BASE)
-    assert result.result and result.failed() == []
-    outsider = next(p.id for p in POP if not p.record.get("deceased") and p.id not in set(member_ids(node, SNAP, BASE)) and "birth_date" in p.record)
+    assert result.result
+    assert result.failed() == []
+    outsider = next(
+        p.id
+        for p in POP
+        if not p.record.get("deceased")
+        and p.id not in set(member_ids(node, SNAP, BASE))
+        and "birth_date" in p.record
+    )
     why = explain(node, SNAP, outsider, BASE)
     assert not why.result
     assert why.failed()
