@@ -141,8 +141,9 @@ def _run(
         f"{sum(population.facts.values())} clinical facts, in {time.perf_counter() - started:.1f} s"
     )
     with transaction(ws.engine) as session:
-        segments.save_segment(session, SEGMENT, RULE, actor=actor,
-                              description="50+ without a flu shot this year")
+        segments.save_segment(
+            session, SEGMENT, RULE, actor=actor, description="50+ without a flu shot this year"
+        )
         if session.get(SenderProfile, SENDER) is None:
             key_path = s.data_dir / "dkim" / f"demo._domainkey.{SENDER}.example.pem"
             if not key_path.exists():
@@ -150,43 +151,75 @@ def _run(
                 key_path.write_bytes(dkim.private_pem(dkim.generate_key("rsa-sha256")))
                 key_path.chmod(0o600)
             campaigns.add_sender(
-                session, sender_id=SENDER, from_name="Riverside Clinic",
+                session,
+                sender_id=SENDER,
+                from_name="Riverside Clinic",
                 from_address="care@riverside-clinic.example",
                 return_path="bounces@riverside-clinic.example",
                 postal_address="200 River Road, Springfield, MA 01101",
-                organization_name="Riverside Clinic", dkim_domain="riverside-clinic.example",
-                dkim_selector="demo", dkim_key_file=str(key_path.resolve()), actor=actor,
+                organization_name="Riverside Clinic",
+                dkim_domain="riverside-clinic.example",
+                dkim_selector="demo",
+                dkim_key_file=str(key_path.resolve()),
+                actor=actor,
             )
         template = add_template(
             session,
-            TemplateSpec("flu-outreach", "Flu shots at Riverside Clinic", HTML, "marketing",
-                         ("first_name",)),
+            TemplateSpec(
+                "flu-outreach", "Flu shots at Riverside Clinic", HTML, "marketing", ("first_name",)
+            ),
             actor=actor,
         )
         campaign = campaigns.create_campaign(
-            session, name=f"Flu outreach {now:%Y-%m-%d %H:%M}", segment=SEGMENT,
-            template_id=template.id, sender_id=SENDER, topic=TOPIC, actor=actor,
+            session,
+            name=f"Flu outreach {now:%Y-%m-%d %H:%M}",
+            segment=SEGMENT,
+            template_id=template.id,
+            sender_id=SENDER,
+            topic=TOPIC,
+            actor=actor,
         )
     started_campaign = campaign_commands.start(ws, campaign.id, actor)
     with transaction(ws.engine) as session:
-        members = list(session.scalars(
-            select(OutboxMessage.contact_id).where(OutboxMessage.campaign_id == campaign.id)
-            .order_by(OutboxMessage.contact_id)
-        ))
+        members = list(
+            session.scalars(
+                select(OutboxMessage.contact_id)
+                .where(OutboxMessage.campaign_id == campaign.id)
+                .order_by(OutboxMessage.contact_id)
+            )
+        )
         already = set(session.scalars(select(Authorization.contact_id)))
         # Two in three members signed an authorization and opted in; one in ten of those
         # later opted out of the topic; the rest never authorized marketing.
         for i, contact_id in enumerate(members):
             if i % 3 == 2 or contact_id in already:
                 continue
-            consent.set_consent(session, contact_id=contact_id, channel="email", topic=TOPIC,
-                                status="opted_in", source="form", actor=actor)
-            consent.add_authorization(session, ws.keyring, contact_id=contact_id,
-                                      document=authorization_document(now), actor=actor)
+            consent.set_consent(
+                session,
+                contact_id=contact_id,
+                channel="email",
+                topic=TOPIC,
+                status="opted_in",
+                source="form",
+                actor=actor,
+            )
+            consent.add_authorization(
+                session,
+                ws.keyring,
+                contact_id=contact_id,
+                document=authorization_document(now),
+                actor=actor,
+            )
             if i % 10 == 0:
-                consent.set_consent(session, contact_id=contact_id, channel="email",
-                                    topic=TOPIC, status="opted_out", source="unsubscribe_link",
-                                    actor=actor)
+                consent.set_consent(
+                    session,
+                    contact_id=contact_id,
+                    channel="email",
+                    topic=TOPIC,
+                    status="opted_out",
+                    source="unsubscribe_link",
+                    actor=actor,
+                )
     say(
         f"3. segment {SEGMENT!r}: {RULE}\n"
         f"   campaign {campaign.id}: {started_campaign.recipients} recipients frozen "
@@ -212,8 +245,9 @@ def _run(
             result.denied.update(reasons.split())
         result.other.update({k: v for k, v in report.results.items() if k != "sent"})
         result.sample_message = session.scalar(
-            select(OutboxMessage.id).where(OutboxMessage.campaign_id == campaign.id,
-                                           OutboxMessage.state == "sent").limit(1)
+            select(OutboxMessage.id)
+            .where(OutboxMessage.campaign_id == campaign.id, OutboxMessage.state == "sent")
+            .limit(1)
         )
     say(
         f"4. delivered over STARTTLS (verified), DKIM-signed, into the capture server: "
@@ -225,15 +259,17 @@ def _run(
         say(f"     {n:6}  {reason}  ({consent_reason_text(reason)})")
     checkpoint_path = s.data_dir / "demo" / "audit-checkpoint.json"
     checkpoint_path.parent.mkdir(exist_ok=True)
-    signed, _ = audit.make_checkpoint(ws.engine, ws.keyring, checkpoint_path)
+    audit.make_checkpoint(ws.engine, ws.keyring, checkpoint_path)
     chain = audit.verify(ws.engine, checkpoint=cp.load(checkpoint_path), ring=ws.keyring)
     result.audit_entries, result.audit_ok = chain.entries, chain.ok
-    say(f"6. audit chain {'intact' if chain.ok else 'BROKEN'}: {chain.entries} entries; "
-        f"signed checkpoint {checkpoint_path}")
+    say(
+        f"6. audit chain {'intact' if chain.ok else 'BROKEN'}: {chain.entries} entries; "
+        f"signed checkpoint {checkpoint_path}"
+    )
     return result
 
 
 def consent_reason_text(code: str) -> str:
-    from carepost.consent.gate import REASONS
+    from carepost.consent.gate import EXPLANATIONS
 
-    return REASONS.get(code, code)
+    return EXPLANATIONS.get(code, code)
