@@ -191,6 +191,41 @@ class _ImplicitTlsController(Controller):
             tls.recv(1024)
 
 
+def start_sink(
+    ca: trustme.CA,
+    mode: TlsMode = "starttls",
+    cert_names: tuple[str, ...] = ("localhost", "127.0.0.1"),
+) -> SmtpSink:
+    """A running sink whose certificate `ca` issued (another CA in "untrusted" mode)."""
+    state = SinkState()
+    issuer = trustme.CA() if mode == "untrusted" else ca
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    issuer.issue_cert(*cert_names).configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    client_ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ca.configure_trust(client_ctx)
+    port = free_port()
+    handler = FaultHandler(state)
+    kwargs: dict[str, Any] = {"hostname": "127.0.0.1", "port": port}
+    controller: Controller
+    if mode == "implicit":
+        controller = _ImplicitTlsController(
+            handler, ssl_context=server_ctx, server_hostname="sink.test", **kwargs
+        )
+    elif mode == "none":
+        controller = Controller(handler, server_hostname="sink.test", **kwargs)
+    else:
+        controller = Controller(
+            handler,
+            tls_context=server_ctx,
+            require_starttls=True,
+            server_hostname="sink.test",
+            **kwargs,
+        )
+    controller.start()
+    return SmtpSink("127.0.0.1", port, mode, state, client_ctx, controller)
+
+
 @pytest.fixture(scope="session")
 def sink_ca() -> trustme.CA:
     return trustme.CA()
@@ -203,33 +238,7 @@ def smtp_sink_factory(sink_ca: trustme.CA) -> Iterator[Any]:
     def start(
         mode: TlsMode = "starttls", cert_names: tuple[str, ...] = ("localhost", "127.0.0.1")
     ) -> SmtpSink:
-        state = SinkState()
-        issuer = trustme.CA() if mode == "untrusted" else sink_ca
-        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        issuer.issue_cert(*cert_names).configure_cert(server_ctx)
-        client_ctx = ssl.create_default_context()
-        client_ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        sink_ca.configure_trust(client_ctx)
-        port = free_port()
-        handler = FaultHandler(state)
-        kwargs: dict[str, Any] = {"hostname": "127.0.0.1", "port": port}
-        controller: Controller
-        if mode == "implicit":
-            controller = _ImplicitTlsController(
-                handler, ssl_context=server_ctx, server_hostname="sink.test", **kwargs
-            )
-        elif mode == "none":
-            controller = Controller(handler, server_hostname="sink.test", **kwargs)
-        else:
-            controller = Controller(
-                handler,
-                tls_context=server_ctx,
-                require_starttls=True,
-                server_hostname="sink.test",
-                **kwargs,
-            )
-        controller.start()
-        sink = SmtpSink("127.0.0.1", port, mode, state, client_ctx, controller)
+        sink = start_sink(sink_ca, mode, cert_names)
         started.append(sink)
         return sink
 

@@ -23,6 +23,7 @@ from carepost.db import bulk_insert, driver_value
 from carepost.delivery import machine
 from carepost.delivery.models import OutboxMessage, OutboxTransition
 
+LEASE_EXPIRED = "lease_expired"
 LANE_ONE_OFF = 0
 LANE_CAMPAIGN = 1
 ENQUEUE_CHUNK = 5000
@@ -36,6 +37,14 @@ class Claimed:
     previous_state: str
     attempts: int
     unknown_retries: int
+    last_reason: str | None = None
+
+    @property
+    def spends_unknown_retry(self) -> bool:
+        """Only an unknown a live worker observed (the line died after DATA) uses up the
+        retry budget; one left by a dead worker's lease does not, or two crashes on the
+        same message would strand it. Duplicates stay bounded per crash instead."""
+        return self.previous_state == "unknown" and self.last_reason != LEASE_EXPIRED
 
 
 def enqueue(
@@ -144,7 +153,7 @@ def expire_leases(session: Session, *, at: datetime, limit: int = 1000) -> int:
     params = []
     for oid, state in rows:
         new_state = machine.after_lease_expired(state)
-        changes.append((oid, new_state, "lease_expired"))
+        changes.append((oid, new_state, LEASE_EXPIRED))
         params.append(
             {
                 "id": oid,
@@ -152,7 +161,7 @@ def expire_leases(session: Session, *, at: datetime, limit: int = 1000) -> int:
                 "lease_owner": None,
                 "lease_until": None,
                 "next_attempt_at": at,
-                "last_reason": "lease_expired",
+                "last_reason": LEASE_EXPIRED,
                 "updated_at": at,
             }
         )
@@ -181,6 +190,7 @@ def claim(
             OutboxMessage.state,
             OutboxMessage.attempts,
             OutboxMessage.unknown_retries,
+            OutboxMessage.last_reason,
         )
         .outerjoin(Campaign, Campaign.id == OutboxMessage.campaign_id)
         .where(
@@ -190,6 +200,7 @@ def claim(
             or_(
                 OutboxMessage.state != "unknown",
                 OutboxMessage.unknown_retries < policy.unknown_retries,
+                OutboxMessage.last_reason == LEASE_EXPIRED,
             ),
         )
         .order_by(OutboxMessage.lane, OutboxMessage.next_attempt_at, OutboxMessage.id)

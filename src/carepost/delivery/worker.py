@@ -300,7 +300,7 @@ class Worker:
                         "state": "attempt_started",
                         "attempts": p.attempt_no,
                         "unknown_retries": p.claimed.unknown_retries
-                        + (1 if p.claimed.previous_state == "unknown" else 0),
+                        + (1 if p.claimed.spends_unknown_retry else 0),
                         "updated_at": at,
                     }
                     for p in prepared
@@ -394,7 +394,7 @@ class Worker:
                 outcome,
                 attempts=p.attempt_no,
                 unknown_retries=p.claimed.unknown_retries
-                + (1 if p.claimed.previous_state == "unknown" else 0),
+                + (1 if p.claimed.spends_unknown_retry else 0),
                 at=at,
                 policy=self.config.retry,
                 rng=self.rng,
