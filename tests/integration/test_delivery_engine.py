@@ -12,12 +12,12 @@ from typing import Any
 
 import dkim as dkimpy
 import pytest
-from delivery_support import SENDER, campaign_scenario
 from sqlalchemy import select
 
 from carepost.audit import service as audit
 from carepost.audit.actor import Actor
 from carepost.campaigns import service as campaigns
+from carepost.campaigns.models import Campaign
 from carepost.consent import service as consent
 from carepost.contacts.models import ContactKey
 from carepost.crypto.envelope import aad, open_sealed, unwrap_dek
@@ -33,6 +33,7 @@ from carepost.delivery.models import (
 from carepost.delivery.smtp import RelayConfig, SmtpTransport
 from carepost.delivery.worker import Worker, WorkerConfig
 from carepost.workspace import Workspace
+from delivery_support import SENDER, campaign_scenario
 
 PUBLIC = "https://mail.clinic.example"
 
@@ -308,3 +309,24 @@ def test_a_worker_dying_after_handoff_loses_nothing(
     assert clock_after
     assert set(_states(workspace, sc.campaign_id).values()) == {"sent"}
     assert sorted(r.rcpt_tos[0] for r in sink.state.received) == sorted(emails)
+
+
+def test_rate_limit_caps_claims_per_minute(
+    workspace: Workspace, actor: Actor, smtp_sink_factory: Any
+) -> None:
+    sc = campaign_scenario(workspace, actor, [f"ok.{i}@sink.test" for i in range(12)], range(12))
+    with transaction(workspace.engine) as s:
+        campaign = s.get(Campaign, sc.campaign_id)
+        assert campaign is not None
+        campaign.rate_per_minute = 5
+    sink = smtp_sink_factory()
+    clock = Clock()
+    worker = _worker(workspace, sink, clock, batch_size=50)
+    assert worker.run().claimed == 5
+    clock.advance(seconds=30)
+    assert worker.run().claimed == 0  # still the same minute
+    clock.advance(seconds=31)
+    assert worker.run().claimed == 5
+    clock.advance(minutes=1, seconds=1)
+    assert worker.run().claimed == 2
+    assert len(sink.state.received) == 12

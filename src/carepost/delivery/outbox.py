@@ -182,31 +182,53 @@ def claim(
     """Lease up to `limit` due rows of running campaigns (and one-off messages), one-off
     lane first, oldest due first."""
     expire_leases(session, at=at)
+    columns = (
+        OutboxMessage.id,
+        OutboxMessage.campaign_id,
+        OutboxMessage.contact_id,
+        OutboxMessage.state,
+        OutboxMessage.attempts,
+        OutboxMessage.unknown_retries,
+        OutboxMessage.last_reason,
+    )
+    is_due = (
+        OutboxMessage.state.in_(machine.DUE_STATES),
+        OutboxMessage.next_attempt_at <= at,
+        or_(
+            OutboxMessage.state != "unknown",
+            OutboxMessage.unknown_retries < policy.unknown_retries,
+            OutboxMessage.last_reason == LEASE_EXPIRED,
+        ),
+    )
+    order = (OutboxMessage.lane, OutboxMessage.next_attempt_at, OutboxMessage.id)
     due = (
-        select(
-            OutboxMessage.id,
-            OutboxMessage.campaign_id,
-            OutboxMessage.contact_id,
-            OutboxMessage.state,
-            OutboxMessage.attempts,
-            OutboxMessage.unknown_retries,
-            OutboxMessage.last_reason,
-        )
+        select(*columns)
         .outerjoin(Campaign, Campaign.id == OutboxMessage.campaign_id)
         .where(
-            OutboxMessage.state.in_(machine.DUE_STATES),
-            OutboxMessage.next_attempt_at <= at,
-            or_(OutboxMessage.campaign_id.is_(None), Campaign.status == "running"),
+            *is_due,
             or_(
-                OutboxMessage.state != "unknown",
-                OutboxMessage.unknown_retries < policy.unknown_retries,
-                OutboxMessage.last_reason == LEASE_EXPIRED,
+                OutboxMessage.campaign_id.is_(None),
+                (Campaign.status == "running") & Campaign.rate_per_minute.is_(None),
             ),
         )
-        .order_by(OutboxMessage.lane, OutboxMessage.next_attempt_at, OutboxMessage.id)
+        .order_by(*order)
         .limit(limit)
     )
-    rows = session.execute(_lock(session, due)).all()
+    rows = list(session.execute(_lock(session, due)).all())
+    # Rate-limited campaigns: each gets what its last minute of claims leaves over.
+    for campaign_id, allowance in _allowances(session, at).items():
+        room = min(allowance, limit - len(rows))
+        if room <= 0:
+            continue
+        rows += session.execute(
+            _lock(
+                session,
+                select(*columns)
+                .where(*is_due, OutboxMessage.campaign_id == campaign_id)
+                .order_by(*order)
+                .limit(room),
+            )
+        ).all()
     if not rows:
         return []
     until = at + lease
@@ -225,9 +247,42 @@ def claim(
     )
     transition(session, [(r.id, "claimed", worker[:64]) for r in rows], at)
     return [
-        Claimed(r.id, r.campaign_id, r.contact_id, r.state, r.attempts, r.unknown_retries)
+        Claimed(
+            r.id,
+            r.campaign_id,
+            r.contact_id,
+            r.state,
+            r.attempts,
+            r.unknown_retries,
+            r.last_reason,
+        )
         for r in rows
     ]
+
+
+def _allowances(session: Session, at: datetime) -> dict[str, int]:
+    """Messages each running, rate-limited campaign may still claim this minute."""
+    from sqlalchemy import func
+
+    limited = session.execute(
+        select(Campaign.id, Campaign.rate_per_minute).where(
+            Campaign.status == "running", Campaign.rate_per_minute.is_not(None)
+        )
+    ).all()
+    allowances: dict[str, int] = {}
+    for campaign_id, rate in limited:
+        recent = session.scalar(
+            select(func.count())
+            .select_from(OutboxTransition)
+            .join(OutboxMessage, OutboxMessage.id == OutboxTransition.outbox_id)
+            .where(
+                OutboxMessage.campaign_id == campaign_id,
+                OutboxTransition.state == "claimed",
+                OutboxTransition.at > at - timedelta(minutes=1),
+            )
+        )
+        allowances[campaign_id] = max(int(rate or 0) - int(recent or 0), 0)
+    return allowances
 
 
 def still_leased(session: Session, ids: Sequence[str], *, worker: str, at: datetime) -> set[str]:
