@@ -15,7 +15,6 @@ it; the next message opens a fresh one.
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 import ssl
 from collections.abc import Sequence
@@ -80,8 +79,15 @@ class Attempt:
 def redact_reply(text: str, addresses: Sequence[str]) -> str:
     line = " ".join(text.split())[:MAX_REPLY]
     for address in addresses:
-        if address:
-            line = re.sub(re.escape(address), "<recipient>", line, flags=re.IGNORECASE)
+        if not address:
+            continue
+        # Case-insensitive without compiling a pattern per reply (hot path).
+        lower, needle = line.lower(), address.lower()
+        at = lower.find(needle)
+        while at >= 0:
+            line = line[:at] + "<recipient>" + line[at + len(address) :]
+            lower = line.lower()
+            at = lower.find(needle, at + len("<recipient>"))
     return line
 
 
