@@ -150,8 +150,11 @@ def setup(url: str, folder: Path, n: int) -> tuple[str, str, Path]:
                         "name": {"given": [f"Given{i}"], "family": f"Family{i % 977}"},
                         "emails": [f"patient{i}@sink.example"],
                         "birth_date": f"19{40 + i % 60}-0{1 + i % 9}-1{i % 10}",
-                        "address": {"city": "Springfield", "state": "MA",
-                                    "postal_code": f"0{1000 + i % 900}"},
+                        "address": {
+                            "city": "Springfield",
+                            "state": "MA",
+                            "postal_code": f"0{1000 + i % 900}",
+                        },
                         "language": "en",
                         "insurance_type": "commercial",
                         "mrn": f"MRN{i:08d}",
@@ -165,15 +168,29 @@ def setup(url: str, folder: Path, n: int) -> tuple[str, str, Path]:
     with transaction(ws.engine) as session:
         doc = _authorization()
         for cid in ids:
-            consent.set_consent(session, contact_id=cid, channel="email", topic="news",
-                                status="opted_in", source="form", actor=actor)
-            consent.add_authorization(session, ws.keyring, contact_id=cid, document=doc,
-                                      actor=actor)
+            consent.set_consent(
+                session,
+                contact_id=cid,
+                channel="email",
+                topic="news",
+                status="opted_in",
+                source="form",
+                actor=actor,
+            )
+            consent.add_authorization(
+                session, ws.keyring, contact_id=cid, document=doc, actor=actor
+            )
         campaigns.add_sender(
-            session, sender_id=SENDER, from_name="Bench Clinic",
-            from_address="news@clinic.example", postal_address="1 Bench Way, Springfield MA",
-            organization_name="Bench Clinic", dkim_domain="clinic.example",
-            dkim_selector="bench", dkim_key_file=str(key_file), actor=actor,
+            session,
+            sender_id=SENDER,
+            from_name="Bench Clinic",
+            from_address="news@clinic.example",
+            postal_address="1 Bench Way, Springfield MA",
+            organization_name="Bench Clinic",
+            dkim_domain="clinic.example",
+            dkim_selector="bench",
+            dkim_key_file=str(key_file),
+            actor=actor,
         )
         template = add_template(
             session,
@@ -181,11 +198,17 @@ def setup(url: str, folder: Path, n: int) -> tuple[str, str, Path]:
             actor=actor,
         )
         campaign = campaigns.create_campaign(
-            session, name="bench", segment="all", template_id=template.id,
-            sender_id=SENDER, topic="news", actor=actor,
+            session,
+            name="bench",
+            segment="all",
+            template_id=template.id,
+            sender_id=SENDER,
+            topic="news",
+            actor=actor,
         )
-        campaigns.start_campaign(session, campaign.id, members=ids, membership_ref="bench",
-                                 actor=actor)
+        campaigns.start_campaign(
+            session, campaign.id, members=ids, membership_ref="bench", actor=actor
+        )
     data_dir = ws.settings.data_dir
     ws.close()
     return str(data_dir), url or f"sqlite:///{(data_dir / 'carepost.db').resolve()}", key_file
@@ -198,12 +221,25 @@ def run_worker(data_dir: str, url: str, tls_port: int, ca: str, name: str) -> in
     import ssl
 
     ctx = ssl.create_default_context(cafile=ca)
-    relay = RelayConfig("127.0.0.1", tls_port, tls="implicit", tls_context=ctx,
-                        pool_size=CONCURRENCY, max_messages_per_connection=1000, timeout=30)
+    relay = RelayConfig(
+        "127.0.0.1",
+        tls_port,
+        tls="implicit",
+        tls_context=ctx,
+        pool_size=CONCURRENCY,
+        max_messages_per_connection=1000,
+        timeout=30,
+    )
     worker = Worker(
-        ws.engine, ws.keyring, SmtpTransport(relay),
-        WorkerConfig(batch_size=BATCH, concurrency=CONCURRENCY, lease=timedelta(minutes=10),
-                     public_url="https://mail.clinic.example"),
+        ws.engine,
+        ws.keyring,
+        SmtpTransport(relay),
+        WorkerConfig(
+            batch_size=BATCH,
+            concurrency=CONCURRENCY,
+            lease=timedelta(minutes=10),
+            public_url="https://mail.clinic.example",
+        ),
         name=name,
     )
     report = worker.run(until_idle=True)
@@ -217,7 +253,7 @@ def one_message(data_dir: str, url: str, out: Path) -> None:
     from carepost.config import Settings
     from carepost.content.models import Template
     from carepost.content.tokens import TokenSigner
-    from carepost.delivery.compose import compose
+    from carepost.delivery.compose import compose, finish
     from carepost.delivery.worker import build_kit
 
     ws = open_workspace(settings=Settings(data_dir=Path(data_dir), database_url=url))
@@ -225,13 +261,15 @@ def one_message(data_dir: str, url: str, out: Path) -> None:
         campaign = s.scalars(select(Campaign)).one()
         tpl = s.get(Template, campaign.template_id)
         sender = s.get(SenderProfile, campaign.sender_id)
-        assert tpl is not None and sender is not None
+        assert tpl is not None
+        assert sender is not None
         kit = build_kit(campaign, tpl, sender, WorkerConfig(public_url="https://m.example"))
     record = {"name": {"given": ["A"], "family": "B"}, "emails": ["a@sink.example"]}
-    composed = compose(kit, ws.keyring, TokenSigner(ws.keyring), "0" * 32, "c" * 32, record, [],
-                       datetime.now(UTC))
-    assert composed is not None
-    out.write_bytes(composed.data)
+    draft = compose(
+        kit, ws.keyring, TokenSigner(ws.keyring), "0" * 32, "c" * 32, record, [], datetime.now(UTC)
+    )
+    assert draft is not None
+    out.write_bytes(finish(draft, kit.signer).data)
     ws.close()
 
 
@@ -251,8 +289,10 @@ def main() -> None:
         data_dir, url, _ = setup(args.database_url, folder, args.recipients)
         print(f"machine: {machine()}")
         print(f"date: {datetime.now(UTC):%Y-%m-%d}")
-        print(f"setup ({args.recipients} authorized contacts, campaign started): "
-              f"{time.perf_counter() - t0:.0f} s")
+        print(
+            f"setup ({args.recipients} authorized contacts, campaign started): "
+            f"{time.perf_counter() - t0:.0f} s"
+        )
         message = folder / "message.eml"
         one_message(data_dir, url, message)
         size = message.stat().st_size
@@ -262,37 +302,61 @@ def main() -> None:
         else:
             ctx = multiprocessing.get_context("spawn")
             with ctx.Pool(args.workers) as pool:
-                sent = sum(pool.starmap(
-                    run_worker,
-                    [(data_dir, url, tls_port, str(ca), f"bench-{i}") for i in range(args.workers)],
-                ))
+                sent = sum(
+                    pool.starmap(
+                        run_worker,
+                        [
+                            (data_dir, url, tls_port, str(ca), f"bench-{i}")
+                            for i in range(args.workers)
+                        ],
+                    )
+                )
         elapsed = time.perf_counter() - started
         engine = make_engine(url)
         with engine.connect() as conn:
-            states = dict(conn.execute(
-                select(OutboxMessage.state, func.count()).group_by(OutboxMessage.state)
-            ).all())
+            states = dict(
+                conn.execute(
+                    select(OutboxMessage.state, func.count()).group_by(OutboxMessage.state)
+                ).all()
+            )
         engine.dispose()
         assert states == {"sent": args.recipients}, states
         kind = "PostgreSQL" if args.database_url else "SQLite"
         rate = sent / elapsed
-        print(f"carepost, {args.workers} worker process(es), {kind}: {sent} messages of "
-              f"{size} bytes in {elapsed:.1f} s -> {rate:,.0f} msg/s "
-              "(gate, outbox, render, DKIM RSA-2048, archive, implicit TLS)")
+        print(
+            f"carepost, {args.workers} worker process(es), {kind}: {sent} messages of "
+            f"{size} bytes in {elapsed:.1f} s -> {rate:,.0f} msg/s "
+            "(gate, outbox, render, DKIM RSA-2048, archive, implicit TLS)"
+        )
         a_started = time.perf_counter()
         subprocess.run(
-            ["smtp-source", "-s", str(CONCURRENCY), "-m", str(args.recipients), "-F",
-             str(message), "-f", "news@clinic.example", "-t", "a@sink.example",
-             f"127.0.0.1:{sink_port}"],
+            [
+                "smtp-source",
+                "-s",
+                str(CONCURRENCY),
+                "-m",
+                str(args.recipients),
+                "-F",
+                str(message),
+                "-f",
+                "news@clinic.example",
+                "-t",
+                "a@sink.example",
+                f"127.0.0.1:{sink_port}",
+            ],
             check=True,
         )
         a_elapsed = time.perf_counter() - a_started
         a_rate = args.recipients / a_elapsed
-        print(f"anchor smtp-source -s {CONCURRENCY}, same message, plaintext to smtp-sink: "
-              f"{a_elapsed:.1f} s -> {a_rate:,.0f} msg/s")
+        print(
+            f"anchor smtp-source -s {CONCURRENCY}, same message, plaintext to smtp-sink: "
+            f"{a_elapsed:.1f} s -> {a_rate:,.0f} msg/s"
+        )
         print(f"ratio carepost/anchor: {elapsed / a_elapsed:.1f}x the time")
-        print(f"LuxSci's published figure: 30,000 encrypted messages/hour on 2 CPUs "
-              f"= {30000 / 3600:.1f} msg/s; carepost here: {rate / (30000 / 3600):,.0f}x")
+        print(
+            f"LuxSci's published figure: 30,000 encrypted messages/hour on 2 CPUs "
+            f"= {30000 / 3600:.1f} msg/s; carepost here: {rate / (30000 / 3600):,.0f}x"
+        )
         if args.database_url:
             from carepost.config import Settings
             from carepost.workspace import Workspace

@@ -1,8 +1,8 @@
 """Messages built straight from byte templates.
 
 `email.message` costs about 1.8 ms a message, more than the DKIM signature; a campaign
-compiles a `MimeLayout` once and `build` only joins bytes: header lines, then the text and
-HTML parts, each quoted-printable with CRLF line ends (binascii does the encoding in C).
+compiles a `MimeLayout` once and `build` only joins bytes: header lines, then the text part
+(quoted-printable, readable raw) and the HTML part (base64), with CRLF line ends.
 
 Header values are checked before they are joined: a CR or LF (raw, percent-encoded, or
 inside an RFC 2047 encoded word), a NUL, or a Unicode line break anywhere is a
@@ -121,6 +121,13 @@ def header_line(name: str, value: str) -> bytes:
     return "\r\n".join(out).encode("ascii") + b"\r\n"
 
 
+def b64_body(text: str) -> bytes:
+    """UTF-8 in base64 lines of 76 characters: a tenth of quoted-printable's cost, and
+    the HTML part (20 KB and up) is what a person never reads raw anyway."""
+    data = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n").encode()
+    return base64.encodebytes(data).replace(b"\n", b"\r\n")
+
+
 def qp_body(text: str) -> bytes:
     """UTF-8, CRLF line ends, quoted-printable; every line within 76 characters."""
     data = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n").encode()
@@ -143,18 +150,15 @@ class MimeLayout:
     @classmethod
     def alternative(cls, boundary: str | None = None) -> MimeLayout:
         b = (boundary or f"=_cp_{secrets.token_hex(12)}").encode("ascii")
-        part = (
-            b"Content-Type: text/%s; charset=utf-8\r\n"
-            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
-        )
+        part = b"Content-Type: text/%s; charset=utf-8\r\nContent-Transfer-Encoding: %s\r\n\r\n"
         return cls(
             boundary=b,
             top=(
                 b"MIME-Version: 1.0\r\n"
                 b'Content-Type: multipart/alternative; boundary="' + b + b'"\r\n\r\n'
             ),
-            text_head=b"--" + b + b"\r\n" + part % b"plain",
-            html_head=b"\r\n--" + b + b"\r\n" + part % b"html",
+            text_head=b"--" + b + b"\r\n" + part % (b"plain", b"quoted-printable"),
+            html_head=b"\r\n--" + b + b"\r\n" + part % (b"html", b"base64"),
             close=b"\r\n--" + b + b"--\r\n",
         )
 
@@ -169,7 +173,7 @@ def build(layout: MimeLayout, headers: bytes, text: str, html: str) -> bytes:
             layout.text_head,
             qp_body(text),
             layout.html_head,
-            qp_body(html),
+            b64_body(html),
             layout.close,
         )
     )

@@ -20,7 +20,7 @@ from carepost.content.fields import phi_context
 from carepost.content.template import CompiledTemplate
 from carepost.content.tokens import TokenSigner
 from carepost.crypto.keyring import KeyRing
-from carepost.delivery.dkim import DkimSigner
+from carepost.delivery.dkim import DkimSigner, PendingSignature
 
 FACT_FIELDS = frozenset({"next_appointment_date", "last_visit_date"})
 
@@ -52,6 +52,17 @@ class CampaignKit:
 
 
 @dataclass(frozen=True)
+class Draft:
+    """A message before its signature: everything Python has to do is done."""
+
+    outbox_id: str
+    rcpt: str
+    message_id: str
+    body: bytes
+    pending: PendingSignature | None
+
+
+@dataclass(frozen=True)
 class Composed:
     outbox_id: str
     rcpt: str
@@ -59,6 +70,25 @@ class Composed:
     data: bytes
     sha256: str
     dkim: str | None
+
+
+def finish(draft: Draft, signer: DkimSigner | None) -> Composed:
+    """The private-key signature and the hash: C work that releases the GIL, so workers
+    run it on a helper thread while they build the next draft."""
+    data = draft.body
+    dkim_header = None
+    if draft.pending is not None and signer is not None:
+        header = draft.pending.finish(signer.sign_input(draft.pending.data))
+        data = header + data
+        dkim_header = header.decode("ascii").split(":", 1)[1].strip()
+    return Composed(
+        draft.outbox_id,
+        draft.rcpt,
+        draft.message_id,
+        data,
+        hashlib.sha256(data).hexdigest(),
+        dkim_header,
+    )
 
 
 def recipient_of(record: dict[str, Any]) -> str | None:
@@ -75,8 +105,8 @@ def compose(
     record: dict[str, Any],
     facts: list[dict[str, Any]],
     at: datetime,
-) -> Composed | None:
-    """The signed bytes for one recipient, or None when the contact has no address."""
+) -> Draft | None:
+    """One recipient's message, ready to sign; None when the contact has no address."""
     rcpt = recipient_of(record)
     if rcpt is None:
         return None
@@ -113,11 +143,5 @@ def compose(
         + mime.header_line("List-Unsubscribe-Post", unsubscribe["List-Unsubscribe-Post"])
     )
     data = mime.build(kit.layout, head, rendered.text, rendered.html)
-    dkim_header = None
-    if kit.signer is not None:
-        signature = kit.signer.signature_header(data, int(at.timestamp()))
-        data = signature + data
-        dkim_header = signature.decode("ascii").split(":", 1)[1].strip()
-    return Composed(
-        outbox_id, rcpt, message_id, data, hashlib.sha256(data).hexdigest(), dkim_header
-    )
+    pending = kit.signer.prepare(data, int(at.timestamp())) if kit.signer is not None else None
+    return Draft(outbox_id, rcpt, message_id, data, pending)

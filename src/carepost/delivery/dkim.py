@@ -174,6 +174,16 @@ def dns_txt_strings(value: str, chunk: int = 255) -> str:
 
 # --- signing ---------------------------------------------------------------------------
 @dataclass(frozen=True)
+class PendingSignature:
+    unsigned: bytes  # the header with an empty b=, folded as it will be sent
+    data: bytes  # what the private key signs
+
+    def finish(self, signature: bytes) -> bytes:
+        last_line = len(self.unsigned.rsplit(b"\r\n", 2)[-2])
+        return self.unsigned[:-2] + _fold_b64(signature, last_line)
+
+
+@dataclass(frozen=True)
 class DkimSigner:
     domain: str
     selector: str
@@ -195,7 +205,13 @@ class DkimSigner:
         return algorithm_of(self.key)
 
     def signature_header(self, message: bytes, timestamp: int | None = None) -> bytes:
-        """The `DKIM-Signature: ...\\r\\n` header field to prepend to `message`."""
+        """The `DKIM-Signature: ...\r\n` header field to prepend to `message`."""
+        pending = self.prepare(message, timestamp)
+        return pending.finish(self.sign_input(pending.data))
+
+    def prepare(self, message: bytes, timestamp: int | None = None) -> PendingSignature:
+        """Everything but the private-key operation, which `sign_input` does: it releases
+        the GIL, so a worker can run it on another core while it builds the next message."""
         fields, body = split_message(message)
         canon_body = (
             canon_body_relaxed(body) if self.body_canon == "relaxed" else canon_body_simple(body)
@@ -221,8 +237,10 @@ class DkimSigner:
         sig_value = unsigned[len(b"DKIM-Signature:") :]
         last = canon_h(b"DKIM-Signature", sig_value)
         data += last[:-2] if last.endswith(b"\r\n") else last
-        signature = self._sign(data)
-        return unsigned[:-2] + _fold_b64(signature, len(unsigned.rsplit(b"\r\n", 2)[-2]))
+        return PendingSignature(unsigned, data)
+
+    def sign_input(self, data: bytes) -> bytes:
+        return self._sign(data)
 
     def sign(self, message: bytes, timestamp: int | None = None) -> bytes:
         return self.signature_header(message, timestamp) + message

@@ -21,6 +21,7 @@ import os
 import socket
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from random import Random
@@ -43,7 +44,7 @@ from carepost.crypto.envelope import aad, seal
 from carepost.crypto.keyring import KeyRing
 from carepost.db import bulk_insert, driver_value, transaction
 from carepost.delivery import dkim, machine, outbox
-from carepost.delivery.compose import CampaignKit, Composed, compose
+from carepost.delivery.compose import CampaignKit, Composed, compose, finish
 from carepost.delivery.models import (
     ArchivedMessage,
     DeliveryAlert,
@@ -115,6 +116,8 @@ class Worker:
         self.rng = rng or Random()
         self.tokens = TokenSigner(ring)
         self._kits: dict[str, CampaignKit] = {}
+        # One helper thread signs and hashes while the loop builds the next message.
+        self._signing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="carepost-sign")
         self._on_handoff = on_handoff  # crash tests kill the process here
 
     # --- campaign kits ------------------------------------------------------------------
@@ -205,6 +208,7 @@ class Worker:
             if c.id in held and c.campaign_id is not None:
                 by_campaign[c.campaign_id].append(c)
         prepared: list[_Prepared] = []
+        pending: list[tuple[outbox.Claimed, int, phi.OpenedContact, Future[Composed]]] = []
         denied: list[outbox.Claimed] = []
         no_address: list[outbox.Claimed] = []
         archive_rows: list[tuple[object, ...]] = []
@@ -238,7 +242,7 @@ class Worker:
             )
             for row in allowed:
                 contact = opened.get(row.contact_id)
-                composed = (
+                draft = (
                     compose(
                         kit,
                         self.ring,
@@ -252,41 +256,43 @@ class Worker:
                     if contact is not None
                     else None
                 )
-                if composed is None or contact is None:
+                if draft is None or contact is None:
                     no_address.append(row)
                     continue
                 attempt_no = row.attempts + 1
-                prepared.append(_Prepared(row, composed, attempt_no))
-                archive_rows.append(
-                    (
-                        row.id,
-                        attempt_no,
-                        contact.dek_version,
-                        seal(
-                            contact.cipher,
-                            composed.data,
-                            aad(
-                                "message_archive",
-                                "body",
-                                f"{row.id}.{attempt_no}",
-                                contact.dek_version,
-                            ),
+                pending.append(
+                    (row, attempt_no, contact, self._signing.submit(finish, draft, kit.signer))
+                )
+        for row, attempt_no, contact, future in pending:
+            composed = future.result()
+            prepared.append(_Prepared(row, composed, attempt_no))
+            archive_rows.append(
+                (
+                    row.id,
+                    attempt_no,
+                    contact.dek_version,
+                    seal(
+                        contact.cipher,
+                        composed.data,
+                        aad(
+                            "message_archive", "body", f"{row.id}.{attempt_no}", contact.dek_version
                         ),
-                    )
+                    ),
                 )
-                attempt_rows.append(
-                    (
-                        row.id,
-                        attempt_no,
-                        self.transport.name,
-                        self.transport.method,
-                        composed.message_id,
-                        composed.sha256,
-                        len(composed.data),
-                        composed.dkim,
-                        at_value,
-                    )
+            )
+            attempt_rows.append(
+                (
+                    row.id,
+                    attempt_no,
+                    self.transport.name,
+                    self.transport.method,
+                    composed.message_id,
+                    composed.sha256,
+                    len(composed.data),
+                    composed.dkim,
+                    at_value,
                 )
+            )
         self._finish_without_send(session, denied, "denied", "gate_denied", at)
         self._finish_without_send(session, no_address, "failed", "no_address", at)
         report.denied += len(denied)
