@@ -67,3 +67,7 @@ def workspace(settings: Settings) -> Iterator[Workspace]:
 @pytest.fixture
 def actor() -> Actor:
     return Actor("cli:tester", "cli", "test-host")
+
+
+# A real SMTP server with STARTTLS and injected faults (tests/smtp_sink.py).
+pytest_plugins = ["smtp_sink", "cli_runner"]

@@ -4,7 +4,6 @@ except `contacts show`, which is audited."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +16,7 @@ from carepost import migrate
 from carepost.audit import checkpoint as cp
 from carepost.audit import service as audit
 from carepost.audit.chain import PROBLEMS, ChainReport
+from carepost.campaigns.commands import campaign_app, sender_app
 from carepost.cli_support import (
     DataDir,
     JsonFlag,
@@ -37,10 +37,11 @@ from carepost.contacts.importers.csv_import import CsvMapping, MappingError, imp
 from carepost.contacts.importers.errors import ImportProblem, ImportRejected
 from carepost.contacts.importers.fhir_import import read_fhir, write_fhir
 from carepost.contacts.service import list_contacts
-from carepost.contacts.synthetic import write_csv
+from carepost.content.commands import template_app
 from carepost.crypto import service as key_service
 from carepost.crypto.keyring import KeyFileError, replace_key_file
 from carepost.db import transaction
+from carepost.delivery import commands as delivery_commands
 from carepost.segments import commands as segment_commands
 from carepost.web import commands as web_commands
 from carepost.workspace import init_workspace, open_workspace
@@ -62,6 +63,14 @@ app.add_typer(import_app, name="import")
 app.add_typer(contacts_app, name="contacts")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
+app.add_typer(delivery_commands.dkim_app, name="dkim")
+app.add_typer(template_app, name="template")
+app.add_typer(sender_app, name="sender")
+app.add_typer(campaign_app, name="campaign")
+app.command("worker")(delivery_commands.worker)
+app.add_typer(delivery_commands.outbox_app, name="outbox")
+app.add_typer(delivery_commands.message_app, name="message")
+app.add_typer(delivery_commands.capture_app, name="capture")
 app.add_typer(consent_commands.consent_app, name="consent")
 app.add_typer(consent_commands.suppress_app, name="suppress")
 app.command("serve")(web_commands.serve)
@@ -250,64 +259,31 @@ def import_fhir_cmd(
 @app.command()
 def demo(
     contacts: Annotated[
-        int, typer.Option(min=1, max=1_000_000, help="Synthetic contacts to import.")
-    ] = 1000,
+        int, typer.Option(min=10, max=1_000_000, help="Synthetic patients to generate.")
+    ] = 2000,
     data_dir: DataDir = None,
 ) -> None:
-    """The foundation end to end on synthetic data: workspace, encrypted import, an
-    audited lookup, a signed checkpoint and a verified audit chain."""
+    """The main job end to end on the embedded default: encrypted synthetic patients, a
+    segment, a template, consent and authorizations, and a marketing campaign sent over
+    STARTTLS into the built-in capture server, with what the consent gate denied and why."""
+    from carepost.audit.actor import Actor
+    from carepost.demo import run_demo
+
     chosen = chosen_data_dir(data_dir)
-    settings = load_settings(chosen)
-    if not settings.resolved_key_file.exists():
-        init_workspace(chosen).close()
-        out.print(f"1. created workspace {settings.data_dir}")
-    else:
-        out.print(f"1. using workspace {settings.data_dir}")
-    csv_path = write_csv(settings.data_dir / "demo" / "synthetic-contacts.csv", contacts)
-    with workspace(chosen) as ws:
-        actor = actor_of(ws)
-        started = time.perf_counter()
-        with transaction(ws.engine) as session:
-            summary = import_csv(
-                session,
-                ws.keyring,
-                csv_path,
-                CsvMapping(),
-                actor=actor,
-                now=datetime.now(UTC),
-                skip_invalid=False,
-                batch_size=ws.settings.import_batch_size,
-            )
-        elapsed = time.perf_counter() - started
-        c = summary.counts.get("Contact", {})
-        out.print(
-            f"2. imported {summary.rows} synthetic contacts in {elapsed:.2f} s "
-            f"({summary.rows / elapsed:,.0f}/s), encrypted: created {c.get('created', 0)}"
-            f", updated {c.get('updated', 0)}, unchanged {c.get('unchanged', 0)}"
-        )
-        with transaction(ws.engine) as session:
-            first = list_contacts(session, limit=1)[0]
-            view = phi.read_contact(
-                session,
-                ws.keyring,
-                first.id,
-                actor=actor,
-                purpose="demo: show one decrypted record",
-            )
-        out.print(
-            f"3. read contact {first.id} through the audited door: "
-            f"{len(view.record)} fields decrypted (not shown)"
-        )
-        checkpoint_path = settings.data_dir / "demo" / "audit-checkpoint.json"
-        signed, _ = audit.make_checkpoint(ws.engine, ws.keyring, checkpoint_path)
-        report = audit.verify(ws.engine, checkpoint=cp.load(checkpoint_path), ring=ws.keyring)
-    out.print(f"4. signed audit checkpoint of {signed.size} entries -> {checkpoint_path}")
-    out.print(f"5. audit chain {'intact' if report.ok else 'BROKEN'}: {report.entries} entries")
+    result = run_demo(chosen, contacts, out.print, Actor.cli(load_settings(chosen).actor))
     out.print(
-        "next: carepost contacts list | carepost contacts show ID --purpose '...' | "
-        "carepost import fhir PATH"
+        "next:\n"
+        f"  carepost campaign status {result.campaign_id}\n"
+        + (
+            f"  carepost message evidence {result.sample_message}\n"
+            if result.sample_message
+            else ""
+        )
+        + "  carepost outbox list --state denied\n"
+        f"  carepost consent explain --campaign {result.campaign_id} --contact ID\n"
+        "  carepost serve   (unsubscribe and preference pages, worker and capture server)"
     )
-    if not report.ok:
+    if not result.audit_ok or result.sent == 0:
         raise typer.Exit(1)
 
 

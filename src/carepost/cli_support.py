@@ -19,8 +19,9 @@ from carepost.audit.actor import Actor
 from carepost.crypto.keyring import KeyFileError
 from carepost.workspace import Workspace, WorkspaceError, open_workspace
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+# No emoji codes: ":date:" inside a DKIM h= list must print as written.
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, emoji=False)
 
 DataDir = Annotated[
     Path | None,

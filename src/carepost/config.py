@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SETTINGS_FILE_NAME = "carepost.toml"
@@ -35,6 +35,24 @@ class Settings(BaseSettings):
     public_url: str = ""
     # Local development only: allows a plain-http public_url. Never in production.
     dev_insecure: bool = False
+    # How workers hand mail over: "capture" (the built-in local SMTP server, the embedded
+    # default), "smtp" (a relay: STARTTLS or implicit TLS, always verified) or "null".
+    transport: Literal["capture", "smtp", "null"] = "capture"
+    capture_port: int = Field(default=2525, ge=1, le=65535)
+    smtp_host: str = ""
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_tls: Literal["starttls", "implicit"] = "starttls"
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    # A CA bundle for a private relay; empty means the system's trust store.
+    smtp_ca_file: str = ""
+    smtp_timeout: float = Field(default=30.0, gt=0)
+    smtp_pool_size: int = Field(default=8, ge=1, le=256)
+    smtp_messages_per_connection: int = Field(default=100, ge=1)
+    worker_batch_size: int = Field(default=200, ge=1, le=10_000)
+    worker_concurrency: int = Field(default=16, ge=1, le=1024)
+    # Minutes a worker holds claimed messages before another may take them back.
+    worker_lease_minutes: float = Field(default=5.0, gt=0)
 
     @property
     def resolved_database_url(self) -> str:

@@ -1,9 +1,12 @@
 """Every capability's tables, gathered so Alembic sees one metadata."""
 
 from carepost.audit import models as _audit_models  # noqa: F401
+from carepost.campaigns import models as _campaign_models  # noqa: F401
 from carepost.consent import models as _consent_models  # noqa: F401
 from carepost.contacts import models as _contact_models  # noqa: F401
+from carepost.content import models as _content_models  # noqa: F401
 from carepost.db import Base
+from carepost.delivery import models as _delivery_models  # noqa: F401
 from carepost.segments import models as _segment_models  # noqa: F401
 from carepost.tracking import models as _tracking_models  # noqa: F401
 

@@ -134,3 +134,35 @@ def test_tampered_audit_log_fails_verify(cli, settings: Settings) -> None:  # ty
     assert proc.returncode == 1
     verdict = json.loads(proc.stdout)
     assert (verdict["first_bad_seq"], verdict["problem"]) == (1, "hash_mismatch")
+
+
+def test_dkim_keygen_prints_a_record_that_verifies(cli, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    import dkim as dkimpy
+
+    from carepost.delivery.dkim import DkimSigner, load_private_key
+
+    cli("init")
+    made = json.loads(cli("dkim", "keygen", "--domain", "clinic.example", "--json").stdout)
+    key_file = Path(made["key_file"])
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert made["dns_name"] == "carepost._domainkey.clinic.example."
+    message = b"From: a@clinic.example\r\nTo: b@example.org\r\nSubject: s\r\n\r\nbody\r\n"
+    signed = DkimSigner("clinic.example", "carepost", load_private_key(key_file)).sign(message)
+    txt = made["dns_txt"].encode()
+    assert dkimpy.verify(signed, dnsfunc=lambda name, timeout=5: txt)
+    again = cli("dkim", "keygen", "--domain", "clinic.example", check=False)
+    assert again.returncode == 1
+    assert "exists" in again.stderr
+    ed = cli(
+        "dkim",
+        "keygen",
+        "--domain",
+        "clinic.example",
+        "--selector",
+        "ed1",
+        "--algorithm",
+        "ed25519",
+    )
+    assert "k=ed25519" in ed.stdout
+    bad = cli("dkim", "keygen", "--domain", "not_a_domain", check=False)
+    assert bad.returncode == 2

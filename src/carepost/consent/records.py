@@ -30,7 +30,7 @@ CHANNELS: Final = (EMAIL, SMS)
 OPTED_IN: Final = "opted_in"
 OPTED_OUT: Final = "opted_out"
 CONSENT_STATUSES: Final = (OPTED_IN, OPTED_OUT)
-CONSENT_SOURCES: Final = ("import", "form", "api", "unsubscribe_link", "staff")
+CONSENT_SOURCES: Final = ("import", "form", "api", "unsubscribe_link", "staff", "delivery")
 
 HARD_BOUNCE: Final = "hard_bounce"
 SPAM_COMPLAINT: Final = "spam_complaint"

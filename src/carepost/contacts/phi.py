@@ -222,3 +222,68 @@ def read_contacts(
                 cid, source, created.isoformat(), updated.isoformat(), record, []
             )
     return [views[c] for c in ids if c in views]
+
+
+@dataclass(frozen=True)
+class OpenedContact:
+    """A contact decrypted for one job, with its data key's cipher so the job can seal
+    what it derives (an archived message) under the same key."""
+
+    id: str
+    record: dict[str, Any]
+    facts: list[dict[str, Any]]
+    dek_version: int
+    cipher: AESGCM
+
+
+def read_for_job(
+    session: Session,
+    ring: KeyRing,
+    contact_ids: list[str],
+    *,
+    actor: Actor,
+    purpose: str,
+    action: str,
+    with_facts: bool,
+    details: dict[str, object] | None = None,
+    clock: Clock = system_clock,
+) -> dict[str, OpenedContact]:
+    """A worker batch's read: one audited bulk access naming every contact, then the
+    records (and facts if asked) with each contact's cipher. Shredded or missing
+    contacts are absent from the result."""
+    if not contact_ids:
+        return {}
+    record_bulk_access(
+        session,
+        actor=actor,
+        action=action,
+        purpose=purpose,
+        subjects=contact_ids,
+        details=details,
+        clock=clock,
+    )
+    opened: dict[str, OpenedContact] = {}
+    rows = session.execute(
+        select(
+            Contact.id,
+            Contact.phi,
+            ContactKey.dek_version,
+            ContactKey.kek_version,
+            ContactKey.wrapped_dek,
+        )
+        .join(ContactKey, ContactKey.contact_id == Contact.id)
+        .where(Contact.id.in_(contact_ids))
+    )
+    for cid, sealed, dek_version, kek_version, wrapped in rows:
+        cipher = AESGCM(unwrap_dek(ring, bytes(wrapped), kek_version, cid))
+        record = orjson.loads(open_contact_with(cipher, cid, bytes(sealed), dek_version))
+        opened[cid] = OpenedContact(cid, record, [], dek_version, cipher)
+    if with_facts and opened:
+        for fid, cid, payload in session.execute(
+            select(ClinicalFact.id, ClinicalFact.contact_id, ClinicalFact.payload).where(
+                ClinicalFact.contact_id.in_(list(opened))
+            )
+        ):
+            c = opened[cid]
+            c.facts.append(orjson.loads(open_fact(c.cipher, fid, c.dek_version, bytes(payload))))
+    return opened

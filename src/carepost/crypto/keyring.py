@@ -87,7 +87,11 @@ class KeyRing:
         return key
 
     def hmac_hex(self, purpose: str, data: bytes) -> str:
-        """HMAC-SHA256 (RFC 2104) under the purpose's derived key, as hex.
+        """HMAC-SHA256 (RFC 2104) under the purpose's derived key, as hex."""
+        return self.hmac_digest(purpose, data).hex()
+
+    def hmac_digest(self, purpose: str, data: bytes) -> bytes:
+        """HMAC-SHA256 (RFC 2104) under the purpose's derived key.
 
         The keyed inner and outer SHA-256 states are computed once and copied per call:
         OpenSSL's one-shot HMAC sets the key up every time, which costs four times as much
@@ -104,7 +108,7 @@ class KeyRing:
         inner.update(data)
         outer = pads[1].copy()
         outer.update(inner.digest())
-        return outer.hexdigest()
+        return outer.digest()
 
     @property
     def signing_key(self) -> Ed25519PrivateKey:

@@ -1,0 +1,183 @@
+"""Messages built straight from byte templates.
+
+`email.message` costs about 1.8 ms a message, more than the DKIM signature; a campaign
+compiles a `MimeLayout` once and `build` only joins bytes: header lines, then the text part
+(quoted-printable, readable raw) and the HTML part (base64), with CRLF line ends.
+
+Header values are checked before they are joined: a CR or LF (raw, percent-encoded, or
+inside an RFC 2047 encoded word), a NUL, or a Unicode line break anywhere is a
+`HeaderInjection`, so no merge field can add a header or end the header block.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import quopri
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+MAX_LINE = 998  # RFC 5322 section 2.1.1, excluding CRLF
+FOLD_AT = 76
+UNSTRUCTURED = frozenset({"subject", "comments"})
+
+# str.splitlines() boundaries beyond CR and LF: some clients and parsers break lines there.
+_LINE_BREAKS = "\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+_RAW_BAD = re.compile(f"[\r\n{_LINE_BREAKS}]")
+_PERCENT_BAD = re.compile(r"%(?:0[0-9a-f]|1[c-e])|%e2%80%a[89]|%c2%85", re.IGNORECASE)
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
+_FIELD_NAME = re.compile(r"^[!-9;-~]+$")  # printable ASCII except colon (RFC 5322 2.2)
+
+
+class HeaderInjection(ValueError):
+    """A header value would break out of its line. The message names the header only."""
+
+
+def check_header_value(name: str, value: str) -> None:
+    if not _FIELD_NAME.match(name):
+        raise HeaderInjection(f"header name {name!r} is not a valid field name")
+    if _RAW_BAD.search(value):
+        raise HeaderInjection(f"{name}: a line break or NUL in the value")
+    if _PERCENT_BAD.search(value):
+        raise HeaderInjection(f"{name}: a percent-encoded control or line break in the value")
+    for match in _ENCODED_WORD.finditer(value):
+        decoded = _decode_word(match.group(2), match.group(3))
+        if decoded is None or _RAW_BAD.search(decoded.decode("latin-1")):
+            raise HeaderInjection(f"{name}: an encoded word hides a line break or is malformed")
+
+
+def _decode_word(kind: str, text: str) -> bytes | None:
+    try:
+        if kind in "bB":
+            return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        return quopri.decodestring(text.replace("_", " ").encode("ascii"), header=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        return None
+
+
+def encode_words(value: str, *, force: bool = False) -> str:
+    """ASCII stays as it is (unless forced); anything else becomes RFC 2047 B-encoded
+    UTF-8 words of at most 75 characters, split on character boundaries, separated by
+    spaces (where the line may fold)."""
+    if value.isascii() and not force:
+        return value
+    words: list[str] = []
+    chunk = ""
+    for ch in value:
+        # 39 bytes of UTF-8 encode to 52 base64 characters: a 64-character word, so even
+        # the first one fits on the header's first line within 76 columns.
+        if len((chunk + ch).encode()) > 39:
+            words.append(_b_word(chunk))
+            chunk = ""
+        chunk += ch
+    if chunk:
+        words.append(_b_word(chunk))
+    return " ".join(words)
+
+
+def _b_word(text: str) -> str:
+    return "=?utf-8?b?" + base64.b64encode(text.encode()).decode() + "?="
+
+
+def format_address(display_name: str, address: str) -> str:
+    """`Name <addr>`, the name quoted or encoded as needed. The address must be ASCII
+    (SMTPUTF8 is not assumed of every relay)."""
+    check_header_value("address", display_name)
+    check_header_value("address", address)
+    if not address.isascii() or "<" in address or ">" in address or "@" not in address:
+        raise HeaderInjection("address: not a plain ASCII mailbox")
+    if not display_name:
+        return address
+    if display_name.isascii():
+        escaped = display_name.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}" <{address}>'
+    return f"{encode_words(display_name)} <{address}>"
+
+
+def header_line(name: str, value: str) -> bytes:
+    """One header field with CRLF, checked, encoded and folded at spaces to 76 columns
+    where it can be (a longer unbroken token stays whole up to the 998 hard limit)."""
+    check_header_value(name, value)
+    text = encode_words(value)
+    line = f"{name}: {text}"
+    if len(line) <= FOLD_AT:
+        return line.encode("ascii") + b"\r\n"
+    if name.lower() in UNSTRUCTURED and any(len(t) > FOLD_AT - 2 for t in text.split(" ")):
+        # An unbroken run in free text can only be split as encoded words.
+        text = encode_words(value, force=True)
+    out: list[str] = []
+    current = f"{name}:"
+    for token in text.split(" "):
+        if len(current) + 1 + len(token) > FOLD_AT and current != f"{name}:":
+            out.append(current)
+            current = " " + token
+        else:
+            current += " " + token
+    out.append(current)
+    if any(len(piece) > MAX_LINE for piece in out):
+        raise HeaderInjection(f"{name}: a token longer than {MAX_LINE} characters")
+    return "\r\n".join(out).encode("ascii") + b"\r\n"
+
+
+def b64_body(text: str) -> bytes:
+    """UTF-8 in base64 lines of 76 characters: a tenth of quoted-printable's cost, and
+    the HTML part (20 KB and up) is what a person never reads raw anyway."""
+    data = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n").encode()
+    return base64.encodebytes(data).replace(b"\n", b"\r\n")
+
+
+def qp_body(text: str) -> bytes:
+    """UTF-8, CRLF line ends, quoted-printable; every line within 76 characters."""
+    data = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n").encode()
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return binascii.b2a_qp(data, istext=True)
+
+
+@dataclass(frozen=True)
+class MimeLayout:
+    """The fixed bytes of a campaign's messages: part headers around a boundary that QP
+    output can never contain ("=_" is not a valid QP sequence)."""
+
+    boundary: bytes
+    top: bytes
+    text_head: bytes
+    html_head: bytes
+    close: bytes
+
+    @classmethod
+    def alternative(cls, boundary: str | None = None) -> MimeLayout:
+        b = (boundary or f"=_cp_{secrets.token_hex(12)}").encode("ascii")
+        part = b"Content-Type: text/%s; charset=utf-8\r\nContent-Transfer-Encoding: %s\r\n\r\n"
+        return cls(
+            boundary=b,
+            top=(
+                b"MIME-Version: 1.0\r\n"
+                b'Content-Type: multipart/alternative; boundary="' + b + b'"\r\n\r\n'
+            ),
+            text_head=b"--" + b + b"\r\n" + part % (b"plain", b"quoted-printable"),
+            html_head=b"\r\n--" + b + b"\r\n" + part % (b"html", b"base64"),
+            close=b"\r\n--" + b + b"--\r\n",
+        )
+
+
+def build(layout: MimeLayout, headers: bytes, text: str, html: str) -> bytes:
+    """A whole message. `headers` are lines already made by `header_line` (the caller
+    keeps the ones fixed per campaign and adds the per-message ones)."""
+    return b"".join(
+        (
+            headers,
+            layout.top,
+            layout.text_head,
+            qp_body(text),
+            layout.html_head,
+            b64_body(html),
+            layout.close,
+        )
+    )
+
+
+def headers_block(fields: Sequence[tuple[str, str]]) -> bytes:
+    return b"".join(header_line(name, value) for name, value in fields)

@@ -1,0 +1,338 @@
+"""Templates: checked when saved, compiled once per campaign, rendered per message.
+
+The template language is Jinja2 cut down to what a message needs: flat merge fields,
+`if`, comparisons, and a short list of filters. Attribute and item access, calls, loops,
+includes and macros are refused when the template is saved. That shuts every known
+sandbox escape (`__class__`, `|attr`, `cycler.__init__.__globals__`, ...) at the door,
+and Jinja2's `SandboxedEnvironment`, with no globals, stands behind it at render time.
+
+Save-time rules (each problem names the part, the line and the field):
+- every merge field is declared (PHI) or one of the sender's fields (`NON_PHI_FIELDS`);
+  every declared PHI field is known and used (minimum necessary);
+- the subject uses no PHI field unless the message goes by the portal or end-to-end
+  encryption;
+- `marketing*` templates link `unsubscribe_url` and print `sender_postal_address` in the
+  HTML and in the text (CAN-SPAM, 15 U.S.C. 7704(a)(3) and (a)(5));
+- no merge field inside a link's URL: a URL travels through logs and proxies.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import re
+import secrets
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import css_inline
+from jinja2 import TemplateSyntaxError, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from carepost.content import fields as f
+from carepost.content.text import html_to_text
+
+MARKETING_CLASSES = frozenset({"marketing", "marketing_paid"})
+MESSAGE_CLASSES = frozenset({"treatment", "operations", "transactional", *MARKETING_CLASSES})
+
+SAFE_FILTERS = frozenset(
+    {
+        "default",
+        "d",
+        "upper",
+        "lower",
+        "title",
+        "capitalize",
+        "trim",
+        "truncate",
+        "replace",
+        "escape",
+        "e",
+        "string",
+        "round",
+        "int",
+        "float",
+    }
+)
+SAFE_TESTS = frozenset({"defined", "undefined", "none", "number", "string", "eq", "ne"})
+_ALLOWED_NODES = (
+    nodes.Template,
+    nodes.Output,
+    nodes.TemplateData,
+    nodes.Const,
+    nodes.Name,
+    nodes.If,
+    nodes.Filter,
+    nodes.Test,
+    nodes.Compare,
+    nodes.Operand,
+    nodes.And,
+    nodes.Or,
+    nodes.Not,
+    nodes.Concat,
+    nodes.CondExpr,
+    nodes.List,
+    nodes.Tuple,
+)
+_HREF = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
+_URL_FIELD_ONLY = re.compile(r"^\{\{\s*([a-z_]+)\s*\}\}$")
+
+
+@dataclass(frozen=True)
+class TemplateProblem:
+    part: str  # subject | html | text | phi_fields | message_class
+    line: int | None
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.part + (f" line {self.line}" if self.line else "")
+        return f"{where}: {self.message}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"part": self.part, "line": self.line, "field": self.field, "message": self.message}
+
+
+class TemplateRejected(ValueError):
+    def __init__(self, problems: Sequence[TemplateProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class TemplateSpec:
+    name: str
+    subject: str
+    html: str
+    message_class: str
+    phi_fields: tuple[str, ...] = ()
+    text: str | None = None
+    # Delivered only by the secure portal or S/MIME/PGP: the subject may then carry PHI.
+    secure_delivery: bool = False
+
+
+def _env(autoescape: bool) -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        autoescape=autoescape,
+        finalize=lambda value: "" if value is None else value,
+        keep_trailing_newline=True,
+    )
+    env.globals.clear()
+    env.filters = {k: v for k, v in env.filters.items() if k in SAFE_FILTERS}
+    env.tests = {k: v for k, v in env.tests.items() if k in SAFE_TESTS}
+    return env
+
+
+HTML_ENV = _env(autoescape=True)
+TEXT_ENV = _env(autoescape=False)
+
+
+def _walk(node: nodes.Node) -> Iterator[nodes.Node]:
+    yield node
+    for child in node.iter_child_nodes():
+        yield from _walk(child)
+
+
+def _names(part: str, source: str, problems: list[TemplateProblem]) -> dict[str, int]:
+    """Merge fields used in one part (name -> first line), problems for what is refused."""
+    env = HTML_ENV if part == "html" else TEXT_ENV
+    try:
+        tree = env.parse(source)
+    except TemplateSyntaxError as exc:
+        problems.append(TemplateProblem(part, exc.lineno, None, f"syntax: {exc.message}"))
+        return {}
+    used: dict[str, int] = {}
+    for node in _walk(tree):
+        line = getattr(node, "lineno", None)
+        if not isinstance(node, _ALLOWED_NODES):
+            kind = type(node).__name__
+            hint = {
+                "Getattr": "attribute access",
+                "Getitem": "item access",
+                "Call": "a call",
+                "For": "a loop",
+            }.get(kind, f"'{kind}'")
+            problems.append(
+                TemplateProblem(part, line, None, f"{hint} is not allowed in templates")
+            )
+        elif isinstance(node, nodes.Filter) and node.name not in SAFE_FILTERS:
+            problems.append(
+                TemplateProblem(part, line, None, f"filter '{node.name}' is not allowed")
+            )
+        elif isinstance(node, nodes.Test) and node.name not in SAFE_TESTS:
+            problems.append(TemplateProblem(part, line, None, f"test '{node.name}' is not allowed"))
+        elif isinstance(node, nodes.Name):
+            used.setdefault(node.name, line or 0)
+    return used
+
+
+def _line_of(source: str, offset: int) -> int:
+    return source.count("\n", 0, offset) + 1
+
+
+def check(spec: TemplateSpec) -> list[TemplateProblem]:
+    problems: list[TemplateProblem] = []
+    if spec.message_class not in MESSAGE_CLASSES:
+        problems.append(
+            TemplateProblem(
+                "message_class",
+                None,
+                None,
+                f"unknown message class; one of {', '.join(sorted(MESSAGE_CLASSES))}",
+            )
+        )
+    declared = list(spec.phi_fields)
+    for name in declared:
+        if name in f.NON_PHI_FIELDS:
+            problems.append(
+                TemplateProblem("phi_fields", None, name, f"'{name}' is not PHI; do not declare it")
+            )
+        elif not f.is_known_phi_field(name):
+            near = f.nearest(name)
+            hint = f" (did you mean '{near}'?)" if near else ""
+            problems.append(
+                TemplateProblem("phi_fields", None, name, f"unknown field '{name}'{hint}")
+            )
+    parts = {"subject": spec.subject, "html": spec.html}
+    if spec.text is not None:
+        parts["text"] = spec.text
+    used_by_part = {part: _names(part, source, problems) for part, source in parts.items()}
+    allowed = set(declared) | f.NON_PHI_FIELDS
+    for part, used in used_by_part.items():
+        for name, line in used.items():
+            if name in allowed:
+                continue
+            if f.is_known_phi_field(name):
+                message = f"'{name}' is used but not declared in phi_fields"
+            else:
+                near = f.nearest(name)
+                message = f"unknown field '{name}'" + (f" (did you mean '{near}'?)" if near else "")
+            problems.append(TemplateProblem(part, line, name, message))
+    used_anywhere = set().union(*used_by_part.values())
+    for name in declared:
+        if f.is_known_phi_field(name) and name not in used_anywhere:
+            problems.append(
+                TemplateProblem(
+                    "phi_fields",
+                    None,
+                    name,
+                    f"'{name}' is declared but never used (minimum necessary)",
+                )
+            )
+    if not spec.secure_delivery:
+        for name, line in used_by_part["subject"].items():
+            if name in declared or f.is_known_phi_field(name):
+                problems.append(
+                    TemplateProblem(
+                        "subject",
+                        line,
+                        name,
+                        f"'{name}' is PHI; a subject may carry PHI only by portal or "
+                        "end-to-end encryption",
+                    )
+                )
+    for match in _HREF.finditer(spec.html):
+        url = match.group(3).strip()
+        if "{{" in url or "{%" in url:
+            only = _URL_FIELD_ONLY.match(url)
+            if only is None or only.group(1) not in f.URL_FIELDS:
+                problems.append(
+                    TemplateProblem(
+                        "html",
+                        _line_of(spec.html, match.start(3)),
+                        None,
+                        "a link's URL may hold no merge field except a whole "
+                        + ", ".join(sorted(f.URL_FIELDS)),
+                    )
+                )
+    if spec.message_class in MARKETING_CLASSES:
+        for part in ("html", "text") if spec.text is not None else ("html",):
+            used = used_by_part[part]
+            for required in ("unsubscribe_url", "sender_postal_address"):
+                if required not in used:
+                    problems.append(
+                        TemplateProblem(
+                            part,
+                            None,
+                            required,
+                            f"marketing messages must include {{{{ {required} }}}} (CAN-SPAM)",
+                        )
+                    )
+    return problems
+
+
+def validate(spec: TemplateSpec) -> None:
+    problems = check(spec)
+    if problems:
+        raise TemplateRejected(problems)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    html: str
+    text: str
+
+
+@dataclass(frozen=True)
+class CompiledTemplate:
+    """A checked template made ready for one campaign: CSS inlined, tracked links replaced
+    by markers that no rendered value can contain, the text part made if absent."""
+
+    spec: TemplateSpec
+    links: tuple[str, ...]  # destination URL of link index i
+    _subject: Any = field(repr=False)
+    _html: Any = field(repr=False)
+    _text: Any = field(repr=False)
+    _marker: re.Pattern[str] = field(repr=False)
+
+    def render(
+        self, context: Mapping[str, Any], link_urls: Sequence[str], open_url: str | None
+    ) -> Rendered:
+        """`link_urls[i]` replaces link i (the signed click URL); `open_url` is the
+        pixel's source, or None for no pixel."""
+
+        pixel = _PIXEL.format(src=html_lib.escape(open_url)) if open_url else ""
+
+        def swap(match: re.Match[str]) -> str:
+            index = match.group(1)
+            return pixel if index == "o" else link_urls[int(index)]
+
+        ctx = dict(context)
+        subject = " ".join(self._subject.render(ctx).split())
+        html = self._marker.sub(swap, self._html.render(ctx))
+        text = self._marker.sub(swap, self._text.render(ctx))
+        return Rendered(subject, html, text)
+
+
+_PIXEL = '<img src="{src}" width="1" height="1" alt="" style="display:block;border:0">'
+
+
+def compile_template(spec: TemplateSpec) -> CompiledTemplate:
+    validate(spec)
+    nonce = secrets.token_hex(8)
+    marker = re.compile(rf"cpmark{nonce}([0-9]+|o)x")
+    inlined = css_inline.inline(spec.html)
+    links: list[str] = []
+
+    def tracked(match: re.Match[str]) -> str:
+        url = html_lib.unescape(match.group(3).strip())
+        if not url.lower().startswith(("http://", "https://")) or "{{" in url:
+            return match.group(0)
+        links.append(url)
+        return f"{match.group(1)}{match.group(2)}cpmark{nonce}{len(links) - 1}x{match.group(2)}"
+
+    html_source = _HREF.sub(tracked, inlined)
+    # The text part is made before the pixel goes in; its links carry the same markers.
+    text_source = spec.text if spec.text is not None else html_to_text(html_source)
+    pixel = f"cpmark{nonce}ox"
+    at = html_source.lower().rfind("</body>")
+    html_source = html_source[:at] + pixel + html_source[at:] if at >= 0 else html_source + pixel
+    return CompiledTemplate(
+        spec,
+        tuple(links),
+        TEXT_ENV.from_string(spec.subject),
+        HTML_ENV.from_string(html_source),
+        TEXT_ENV.from_string(text_source),
+        marker,
+    )

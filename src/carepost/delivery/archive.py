@@ -1,0 +1,52 @@
+"""Reading a sent message back from the archive: PHI, so through an audited read."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from carepost.audit.actor import Actor
+from carepost.contacts import phi
+from carepost.crypto.envelope import aad, open_sealed
+from carepost.crypto.keyring import KeyRing
+from carepost.delivery.models import ArchivedMessage, OutboxMessage
+
+
+class NotArchived(LookupError):
+    pass
+
+
+def read_sent(
+    session: Session, ring: KeyRing, outbox_id: str, *, actor: Actor, purpose: str
+) -> bytes:
+    """The bytes of the message's last attempt, decrypted under its contact's key after
+    the audit entry is written (contacts.phi_read_bulk names the contact and purpose)."""
+    row = session.get(OutboxMessage, outbox_id)
+    if row is None:
+        raise NotArchived(f"no message {outbox_id}")
+    archived = session.scalars(
+        select(ArchivedMessage)
+        .where(ArchivedMessage.outbox_id == outbox_id)
+        .order_by(ArchivedMessage.attempt.desc())
+        .limit(1)
+    ).first()
+    if archived is None:
+        raise NotArchived(f"message {outbox_id} was never handed to a transport")
+    opened = phi.read_for_job(
+        session,
+        ring,
+        [row.contact_id],
+        actor=actor,
+        purpose=purpose,
+        action="delivery.archive_read",
+        with_facts=False,
+        details={"outbox_id": outbox_id},
+    )
+    contact = opened.get(row.contact_id)
+    if contact is None or contact.dek_version != archived.dek_version:
+        raise NotArchived(f"message {outbox_id} can no longer be read (contact shredded)")
+    return open_sealed(
+        contact.cipher,
+        bytes(archived.body),
+        aad("message_archive", "body", f"{outbox_id}.{archived.attempt}", archived.dek_version),
+    )

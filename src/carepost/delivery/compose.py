@@ -1,0 +1,147 @@
+"""One recipient's message, from a campaign kit prepared once and a decrypted contact.
+
+Everything fixed for a campaign is made once in `CampaignKit`: the compiled template,
+the MIME layout, the From/Reply-To header lines, the DKIM signer. Per message, only the
+merge fields, the tokens, the Message-ID, the MIME bytes and the signature are made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import format_datetime
+from typing import Any
+
+from carepost.consent.headers import list_unsubscribe_headers, preferences_url
+from carepost.consent.tokens import make_token
+from carepost.content import mime
+from carepost.content.fields import phi_context
+from carepost.content.template import CompiledTemplate
+from carepost.content.tokens import TokenSigner
+from carepost.crypto.keyring import KeyRing
+from carepost.delivery.dkim import DkimSigner, PendingSignature
+
+FACT_FIELDS = frozenset({"next_appointment_date", "last_visit_date"})
+
+
+@dataclass(frozen=True)
+class CampaignKit:
+    campaign_id: str
+    campaign_name: str
+    message_class: str
+    channel: str
+    topic: str
+    sender_id: str
+    from_address: str
+    return_path: str
+    postal_address: str
+    organization_name: str
+    sender_name: str
+    message_id_domain: str
+    template: CompiledTemplate
+    layout: mime.MimeLayout
+    fixed_headers: bytes  # From, Reply-To
+    signer: DkimSigner | None
+    public_url: str
+    track: bool
+
+    @property
+    def needs_facts(self) -> bool:
+        return bool(FACT_FIELDS & set(self.template.spec.phi_fields))
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A message before its signature: everything Python has to do is done."""
+
+    outbox_id: str
+    rcpt: str
+    message_id: str
+    body: bytes
+    pending: PendingSignature | None
+
+
+@dataclass(frozen=True)
+class Composed:
+    outbox_id: str
+    rcpt: str
+    message_id: str
+    data: bytes
+    sha256: str
+    dkim: str | None
+
+
+def finish(draft: Draft, signer: DkimSigner | None) -> Composed:
+    """The private-key signature and the hash: C work that releases the GIL, so workers
+    run it on a helper thread while they build the next draft."""
+    data = draft.body
+    dkim_header = None
+    if draft.pending is not None and signer is not None:
+        header = draft.pending.finish(signer.sign_input(draft.pending.data))
+        data = header + data
+        dkim_header = header.decode("ascii").split(":", 1)[1].strip()
+    return Composed(
+        draft.outbox_id,
+        draft.rcpt,
+        draft.message_id,
+        data,
+        hashlib.sha256(data).hexdigest(),
+        dkim_header,
+    )
+
+
+def recipient_of(record: dict[str, Any]) -> str | None:
+    emails = record.get("emails") or []
+    return str(emails[0]) if emails else None
+
+
+def compose(
+    kit: CampaignKit,
+    ring: KeyRing,
+    tokens: TokenSigner,
+    outbox_id: str,
+    contact_id: str,
+    record: dict[str, Any],
+    facts: list[dict[str, Any]],
+    at: datetime,
+) -> Draft | None:
+    """One recipient's message, ready to sign; None when the contact has no address."""
+    rcpt = recipient_of(record)
+    if rcpt is None:
+        return None
+    unsubscribe = list_unsubscribe_headers(ring, kit.public_url, contact_id, kit.channel, kit.topic)
+    pref_token = make_token(ring, contact_id, kit.channel, kit.topic)
+    context = phi_context(kit.template.spec.phi_fields, record, facts, at)
+    context.update(
+        unsubscribe_url=unsubscribe["List-Unsubscribe"].split(">", 1)[0].lstrip("<"),
+        preferences_url=preferences_url(kit.public_url, pref_token),
+        sender_name=kit.sender_name,
+        sender_postal_address=kit.postal_address,
+        organization_name=kit.organization_name,
+        campaign_name=kit.campaign_name,
+        current_year=str(at.year),
+        portal_url=kit.public_url,
+    )
+    if kit.track:
+        links = [
+            f"{kit.public_url}/t/c/{tokens.click_token(outbox_id, i)}"
+            for i in range(len(kit.template.links))
+        ]
+        pixel: str | None = f"{kit.public_url}/t/o/{tokens.open_token(outbox_id)}"
+    else:
+        links, pixel = list(kit.template.links), None
+    rendered = kit.template.render(context, links, pixel)
+    message_id = f"<{outbox_id}@{kit.message_id_domain}>"
+    head = (
+        kit.fixed_headers
+        + mime.header_line("To", rcpt)
+        + mime.header_line("Subject", rendered.subject)
+        + mime.header_line("Date", format_datetime(at))
+        + mime.header_line("Message-ID", message_id)
+        + mime.header_line("List-Unsubscribe", unsubscribe["List-Unsubscribe"])
+        + mime.header_line("List-Unsubscribe-Post", unsubscribe["List-Unsubscribe-Post"])
+    )
+    data = mime.build(kit.layout, head, rendered.text, rendered.html)
+    pending = kit.signer.prepare(data, int(at.timestamp())) if kit.signer is not None else None
+    return Draft(outbox_id, rcpt, message_id, data, pending)

@@ -1,0 +1,66 @@
+"""Settings into a transport and a worker: the one place that reads delivery settings."""
+
+from __future__ import annotations
+
+import ssl
+from datetime import timedelta
+from pathlib import Path
+
+from carepost.consent.headers import public_base_url
+from carepost.delivery import capture
+from carepost.delivery.null import NullTransport
+from carepost.delivery.smtp import RelayConfig, SmtpTransport
+from carepost.delivery.transport import Transport
+from carepost.delivery.worker import Worker, WorkerConfig
+from carepost.workspace import Workspace
+
+
+class DeliveryConfigError(ValueError):
+    pass
+
+
+def capture_folder(ws: Workspace) -> Path:
+    return ws.settings.data_dir / "capture"
+
+
+def transport_for(ws: Workspace) -> Transport:
+    s = ws.settings
+    if s.transport == "null":
+        return NullTransport()
+    if s.transport == "capture":
+        return SmtpTransport(
+            capture.relay_config(
+                capture_folder(ws),
+                s.capture_port,
+                timeout=s.smtp_timeout,
+                pool_size=s.smtp_pool_size,
+                max_messages_per_connection=s.smtp_messages_per_connection,
+            )
+        )
+    if not s.smtp_host:
+        raise DeliveryConfigError("CAREPOST_SMTP_HOST is not set (transport smtp)")
+    ctx = ssl.create_default_context(cafile=s.smtp_ca_file or None)
+    return SmtpTransport(
+        RelayConfig(
+            s.smtp_host,
+            s.smtp_port,
+            tls=s.smtp_tls,
+            username=s.smtp_username or None,
+            password=s.smtp_password.get_secret_value() or None,
+            tls_context=ctx,
+            timeout=s.smtp_timeout,
+            pool_size=s.smtp_pool_size,
+            max_messages_per_connection=s.smtp_messages_per_connection,
+        )
+    )
+
+
+def worker_for(ws: Workspace, *, name: str | None = None) -> Worker:
+    s = ws.settings
+    config = WorkerConfig(
+        batch_size=s.worker_batch_size,
+        concurrency=s.worker_concurrency,
+        lease=timedelta(minutes=s.worker_lease_minutes),
+        public_url=public_base_url(s),
+    )
+    return Worker(ws.engine, ws.keyring, transport_for(ws), config, name=name)

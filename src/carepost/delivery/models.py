@@ -1,0 +1,107 @@
+"""The outbox and what each message leaves behind.
+
+One outbox row per recipient and message. Its id is the message's identity everywhere:
+the Message-ID's local part, the tracking tokens, the evidence. States (DESIGN rule 6):
+
+    queued -> claimed (lease) -> attempt_started (committed before DATA)
+           -> sent | deferred (retry at next_attempt_at) | failed | unknown | denied
+
+`denied` is the consent gate's answer at send time; the reason codes live in
+gate_decisions. Nothing here is PHI: ids, states, times, codes, hashes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from carepost.db import Base, UTCDateTime
+
+
+class OutboxMessage(Base):
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "state", "lane", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    campaign_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("campaigns.id"), nullable=True, index=True
+    )
+    contact_id: Mapped[str] = mapped_column(String(32), ForeignKey("contacts.id"), index=True)
+    lane: Mapped[int] = mapped_column(Integer)  # 0: one-off messages first, 1: campaigns
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    unknown_retries: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class OutboxTransition(Base):
+    """Every state change with its time: the timeline of the proof-of-delivery report."""
+
+    __tablename__ = "outbox_transitions"
+
+    outbox_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("outbox.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    detail: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class DeliveryAttempt(Base):
+    """Evidence of one handoff: exact bytes (by SHA-256), signature, the relay's reply
+    (recipient address removed) and the TLS it went over."""
+
+    __tablename__ = "delivery_attempts"
+
+    outbox_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("outbox.id", ondelete="CASCADE"), primary_key=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    transport: Mapped[str] = mapped_column(String(16))
+    method: Mapped[str] = mapped_column(String(16))  # tls_relay | capture | null
+    message_id: Mapped[str] = mapped_column(String(254))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    dkim: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reply: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    tls_version: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    tls_cipher: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class ArchivedMessage(Base):
+    """The exact bytes sent, sealed under the contact's data key (AAD
+    `message_archive|body|outbox id|dek version`): shredding the contact shreds these."""
+
+    __tablename__ = "message_archive"
+
+    outbox_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("outbox.id", ondelete="CASCADE"), primary_key=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dek_version: Mapped[int] = mapped_column(Integer)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class DeliveryAlert(Base):
+    """Something an operator must hear of, e.g. a relay without TLS (nothing was sent)."""
+
+    __tablename__ = "delivery_alerts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(String(256))
+    count: Mapped[int] = mapped_column(Integer)

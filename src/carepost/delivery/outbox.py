@@ -1,0 +1,309 @@
+"""Outbox use cases: enqueue, claim with leases, and batch state changes.
+
+Claims follow DESIGN rule 6. On PostgreSQL due rows are selected `FOR UPDATE SKIP
+LOCKED`, so any number of workers claim disjoint batches; on SQLite every write
+transaction holds the database's one write lock (`BEGIN IMMEDIATE`), which serialises
+claims. A claimed row carries a lease; a row whose lease has run out is taken back at the
+next claim (machine.after_lease_expired). Every state change is written per batch with
+executemany, never one round trip per recipient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from carepost.campaigns.models import Campaign
+from carepost.contacts.store import new_id
+from carepost.db import bulk_insert, driver_value
+from carepost.delivery import machine
+from carepost.delivery.models import OutboxMessage, OutboxTransition
+
+LEASE_EXPIRED = "lease_expired"
+LANE_ONE_OFF = 0
+LANE_CAMPAIGN = 1
+ENQUEUE_CHUNK = 5000
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: str
+    campaign_id: str | None
+    contact_id: str
+    previous_state: str
+    attempts: int
+    unknown_retries: int
+    last_reason: str | None = None
+
+    @property
+    def spends_unknown_retry(self) -> bool:
+        """Only an unknown a live worker observed (the line died after DATA) uses up the
+        retry budget; one left by a dead worker's lease does not, or two crashes on the
+        same message would strand it. Duplicates stay bounded per crash instead."""
+        return self.previous_state == "unknown" and self.last_reason != LEASE_EXPIRED
+
+
+def enqueue(
+    session: Session,
+    *,
+    campaign_id: str | None,
+    contact_ids: Iterable[str],
+    lane: int,
+    at: datetime,
+) -> int:
+    """One queued row per contact, written in chunks (keyset order of the ids given)."""
+    table = OutboxMessage.__table__
+    columns = (
+        "id", "campaign_id", "contact_id", "lane", "state", "attempts", "unknown_retries",
+        "next_attempt_at", "created_at", "updated_at",
+    )  # fmt: skip
+    at_value = driver_value(session, table.c.created_at, at)
+    total = 0
+    chunk: list[tuple[object, ...]] = []
+    transitions: list[tuple[object, ...]] = []
+    for contact_id in contact_ids:
+        row_id = new_id()
+        chunk.append(
+            (row_id, campaign_id, contact_id, lane, "queued", 0, 0, at_value, at_value, at_value)
+        )
+        transitions.append((row_id, 0, "queued", at_value, None))
+        if len(chunk) >= ENQUEUE_CHUNK:
+            total += _flush(session, columns, chunk, transitions)
+    return total + _flush(session, columns, chunk, transitions)
+
+
+def _flush(
+    session: Session,
+    columns: Sequence[str],
+    rows: list[tuple[object, ...]],
+    transitions: list[tuple[object, ...]],
+) -> int:
+    n = len(rows)
+    bulk_insert(session, OutboxMessage.__table__, columns, rows)
+    bulk_insert(
+        session,
+        OutboxTransition.__table__,
+        ("outbox_id", "seq", "state", "at", "detail"),
+        transitions,
+    )
+    rows.clear()
+    transitions.clear()
+    return n
+
+
+def _lock(session: Session, stmt):  # type: ignore[no-untyped-def]
+    if session.get_bind().dialect.name == "postgresql":
+        return stmt.with_for_update(skip_locked=True, of=OutboxMessage)
+    return stmt
+
+
+def _next_seq(session: Session, ids: Sequence[str]) -> dict[str, int]:
+    from sqlalchemy import func
+
+    seqs: dict[str, int] = {}
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        for oid, seq in session.execute(
+            select(OutboxTransition.outbox_id, func.max(OutboxTransition.seq))
+            .where(OutboxTransition.outbox_id.in_(chunk))
+            .group_by(OutboxTransition.outbox_id)
+        ):
+            seqs[oid] = seq + 1
+    return seqs
+
+
+def transition(
+    session: Session,
+    changes: Sequence[tuple[str, str, str | None]],
+    at: datetime,
+) -> None:
+    """Record (outbox id, new state, detail) for each row, in one executemany."""
+    if not changes:
+        return
+    seqs = _next_seq(session, [c[0] for c in changes])
+    at_value = driver_value(session, OutboxTransition.__table__.c.at, at)
+    bulk_insert(
+        session,
+        OutboxTransition.__table__,
+        ("outbox_id", "seq", "state", "at", "detail"),
+        [(oid, seqs.get(oid, 0), state, at_value, detail) for oid, state, detail in changes],
+    )
+
+
+def expire_leases(session: Session, *, at: datetime, limit: int = 1000) -> int:
+    """Take back rows whose worker let the lease run out (it died, most likely)."""
+    rows = session.execute(
+        _lock(
+            session,
+            select(OutboxMessage.id, OutboxMessage.state)
+            .where(
+                OutboxMessage.state.in_(("claimed", "attempt_started")),
+                OutboxMessage.lease_until < at,
+            )
+            .limit(limit),
+        )
+    ).all()
+    if not rows:
+        return 0
+    changes = []
+    params = []
+    for oid, state in rows:
+        new_state = machine.after_lease_expired(state)
+        changes.append((oid, new_state, LEASE_EXPIRED))
+        params.append(
+            {
+                "id": oid,
+                "state": new_state,
+                "lease_owner": None,
+                "lease_until": None,
+                "next_attempt_at": at,
+                "last_reason": LEASE_EXPIRED,
+                "updated_at": at,
+            }
+        )
+    session.execute(update(OutboxMessage), params)
+    transition(session, changes, at)
+    return len(rows)
+
+
+def claim(
+    session: Session,
+    *,
+    worker: str,
+    at: datetime,
+    limit: int,
+    lease: timedelta,
+    policy: machine.RetryPolicy,
+) -> list[Claimed]:
+    """Lease up to `limit` due rows of running campaigns (and one-off messages), one-off
+    lane first, oldest due first."""
+    expire_leases(session, at=at)
+    columns = (
+        OutboxMessage.id,
+        OutboxMessage.campaign_id,
+        OutboxMessage.contact_id,
+        OutboxMessage.state,
+        OutboxMessage.attempts,
+        OutboxMessage.unknown_retries,
+        OutboxMessage.last_reason,
+    )
+    is_due = (
+        OutboxMessage.state.in_(machine.DUE_STATES),
+        OutboxMessage.next_attempt_at <= at,
+        or_(
+            OutboxMessage.state != "unknown",
+            OutboxMessage.unknown_retries < policy.unknown_retries,
+            OutboxMessage.last_reason == LEASE_EXPIRED,
+        ),
+    )
+    order = (OutboxMessage.lane, OutboxMessage.next_attempt_at, OutboxMessage.id)
+    due = (
+        select(*columns)
+        .outerjoin(Campaign, Campaign.id == OutboxMessage.campaign_id)
+        .where(
+            *is_due,
+            or_(
+                OutboxMessage.campaign_id.is_(None),
+                (Campaign.status == "running") & Campaign.rate_per_minute.is_(None),
+            ),
+        )
+        .order_by(*order)
+        .limit(limit)
+    )
+    rows = list(session.execute(_lock(session, due)).all())
+    # Rate-limited campaigns: each gets what its last minute of claims leaves over.
+    for campaign_id, allowance in _allowances(session, at).items():
+        room = min(allowance, limit - len(rows))
+        if room <= 0:
+            continue
+        rows += session.execute(
+            _lock(
+                session,
+                select(*columns)
+                .where(*is_due, OutboxMessage.campaign_id == campaign_id)
+                .order_by(*order)
+                .limit(room),
+            )
+        ).all()
+    if not rows:
+        return []
+    until = at + lease
+    session.execute(
+        update(OutboxMessage),
+        [
+            {
+                "id": r.id,
+                "state": "claimed",
+                "lease_owner": worker,
+                "lease_until": until,
+                "updated_at": at,
+            }
+            for r in rows
+        ],
+    )
+    transition(session, [(r.id, "claimed", worker[:64]) for r in rows], at)
+    return [
+        Claimed(
+            r.id,
+            r.campaign_id,
+            r.contact_id,
+            r.state,
+            r.attempts,
+            r.unknown_retries,
+            r.last_reason,
+        )
+        for r in rows
+    ]
+
+
+def _allowances(session: Session, at: datetime) -> dict[str, int]:
+    """Messages each running, rate-limited campaign may still claim this minute."""
+    from sqlalchemy import func
+
+    limited = session.execute(
+        select(Campaign.id, Campaign.rate_per_minute).where(
+            Campaign.status == "running", Campaign.rate_per_minute.is_not(None)
+        )
+    ).all()
+    allowances: dict[str, int] = {}
+    for campaign_id, rate in limited:
+        recent = session.scalar(
+            select(func.count())
+            .select_from(OutboxTransition)
+            .join(OutboxMessage, OutboxMessage.id == OutboxTransition.outbox_id)
+            .where(
+                OutboxMessage.campaign_id == campaign_id,
+                OutboxTransition.state == "claimed",
+                OutboxTransition.at > at - timedelta(minutes=1),
+            )
+        )
+        allowances[campaign_id] = max(int(rate or 0) - int(recent or 0), 0)
+    return allowances
+
+
+def still_leased(session: Session, ids: Sequence[str], *, worker: str, at: datetime) -> set[str]:
+    """Which of these rows this worker still holds: a worker that stalled past its lease
+    must not hand a message that another worker may now own to a transport."""
+    held: set[str] = set()
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        held.update(
+            session.execute(
+                _lock(
+                    session,
+                    select(OutboxMessage.id).where(
+                        and_(
+                            OutboxMessage.id.in_(chunk),
+                            OutboxMessage.state == "claimed",
+                            OutboxMessage.lease_owner == worker,
+                            OutboxMessage.lease_until >= at,
+                        )
+                    ),
+                )
+            ).scalars()
+        )
+    return held

@@ -1,0 +1,106 @@
+"""What an SMTP attempt's result means for the message: the pure decision core of delivery.
+
+Where the attempt stopped matters as much as the reply. Before the body is sent, any
+failure means the relay does not have the message, so it can be retried freely
+(`deferred`) or given up (`failed`). Once the body's final dot is on the wire, a lost
+connection or a timeout leaves it `unknown`: the relay may have queued it. An unknown
+message is retried once with the same Message-ID, so a receiver that got both can tell
+the copies apart (see docs/architecture.md, "At-least-once, bounded").
+
+Bounce kinds decide suppression: only a `hard` bounce (the mailbox does not exist) puts
+an address on the suppression list. A full mailbox (5.2.2) is `soft`; a content or policy
+refusal (5.7.x, 554) is `policy` and says nothing about the address.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+Status = Literal["sent", "deferred", "failed", "unknown"]
+Phase = Literal["connect", "tls", "mail", "rcpt", "data", "after_data"]
+Bounce = Literal["hard", "soft", "policy"]
+
+_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+# Reason codes, stable: evidence, reports and alerts use them.
+REASONS = {
+    "accepted": "the relay accepted the message",
+    "reply_4xx": "the relay answered with a temporary failure",
+    "reply_5xx": "the relay refused the message permanently",
+    "connect_failed": "no connection to the relay",
+    "tls_unavailable": "the relay offers no STARTTLS; nothing was sent in plaintext",
+    "tls_failed": "TLS negotiation or certificate verification failed; nothing was sent",
+    "timeout": "the relay did not answer in time before the body was sent",
+    "lost_before_data": "the connection dropped before the body was sent",
+    "lost_after_data": "the connection dropped after the body was sent; the relay may have it",
+    "timeout_after_data": "no reply after the body was sent; the relay may have it",
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: Status
+    reason: str
+    phase: Phase
+    code: int | None = None
+    enhanced: str | None = None
+    bounce: Bounce | None = None
+
+    @property
+    def tls_alert(self) -> bool:
+        """Nothing went out because TLS could not be had: operators must hear of it."""
+        return self.reason in ("tls_unavailable", "tls_failed")
+
+
+def enhanced_status(text: str) -> str | None:
+    match = _ENHANCED.match(text)
+    return ".".join(match.groups()) if match else None
+
+
+def bounce_kind(code: int, enhanced: str | None) -> Bounce:
+    if enhanced is not None:
+        klass, subject, _ = enhanced.split(".")
+        if klass == "5" and subject == "1":
+            return "hard"  # 5.1.x: bad destination mailbox or address
+        if subject == "2":
+            return "soft"  # 5.2.x: mailbox status (full, disabled for now)
+        if subject == "7":
+            return "policy"
+    if code in (550, 551, 553):
+        return "hard"
+    if code == 552:
+        return "soft"
+    return "policy"
+
+
+def classify_reply(phase: Phase, code: int, text: str) -> Outcome:
+    """A reply to MAIL, RCPT, or the end of DATA (phase "data")."""
+    enhanced = enhanced_status(text)
+    if 200 <= code < 300:
+        return Outcome("sent", "accepted", phase, code, enhanced)
+    if 400 <= code < 500:
+        return Outcome("deferred", "reply_4xx", phase, code, enhanced, "soft")
+    if 500 <= code < 600:
+        return Outcome("failed", "reply_5xx", phase, code, enhanced, bounce_kind(code, enhanced))
+    # Anything else is a protocol violation; treat it as temporary rather than guess.
+    return Outcome("deferred", "reply_4xx", phase, code, enhanced)
+
+
+def classify_error(phase: Phase, kind: Literal["timeout", "lost", "connect", "tls"]) -> Outcome:
+    """No reply: the connection failed, timed out or dropped in `phase`."""
+    if phase == "after_data":
+        reason = "timeout_after_data" if kind == "timeout" else "lost_after_data"
+        return Outcome("unknown", reason, phase)
+    if kind == "tls":
+        return Outcome("deferred", "tls_failed", phase)
+    if kind == "connect":
+        return Outcome("deferred", "connect_failed", phase)
+    if kind == "timeout":
+        return Outcome("deferred", "timeout", phase)
+    return Outcome("deferred", "lost_before_data", phase)
+
+
+def tls_unavailable() -> Outcome:
+    return Outcome("deferred", "tls_unavailable", "tls")

@@ -1,0 +1,529 @@
+"""The delivery worker: one batch at a time, three transactions a batch.
+
+1. claim: lease up to `batch_size` due rows (outbox.claim).
+2. prepare: in ONE transaction, check the lease is still ours, run the consent gate for
+   the batch (consent.service.gate_batch: the state is read under lock, so a revocation
+   that committed before is seen, and one that commits after waits), read the allowed
+   contacts through the audited bulk door, render, build, sign, archive the exact bytes
+   sealed under each contact's key, and move the rows to `attempt_started`. Commit. From
+   here on a crash leaves the rows `attempt_started`, which the next claim after the lease
+   turns into `unknown` (retried once), never lost.
+3. send concurrently through the transport, then record every result in one transaction:
+   states, evidence, suppression of hard bounces, alerts, campaign completion.
+
+Nothing per recipient makes its own database round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from random import Random
+from typing import Any
+
+from sqlalchemy import exists, select, update
+from sqlalchemy.orm import Session
+
+from carepost.audit.actor import Actor
+from carepost.campaigns.models import Campaign, SenderProfile
+from carepost.clock import Clock, system_clock
+from carepost.consent import service as consent
+from carepost.contacts import phi
+from carepost.contacts.store import new_id
+from carepost.content import mime
+from carepost.content.models import Template
+from carepost.content.template import TemplateSpec, compile_template
+from carepost.content.tokens import TokenSigner
+from carepost.crypto.envelope import aad, seal
+from carepost.crypto.keyring import KeyRing
+from carepost.db import bulk_insert, driver_value, transaction
+from carepost.delivery import dkim, machine, outbox
+from carepost.delivery.compose import CampaignKit, Composed, compose, finish
+from carepost.delivery.models import (
+    ArchivedMessage,
+    DeliveryAlert,
+    DeliveryAttempt,
+    OutboxMessage,
+)
+from carepost.delivery.outcome import Outcome
+from carepost.delivery.smtp import Attempt, Envelope
+from carepost.delivery.transport import Transport
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    batch_size: int = 200
+    lease: timedelta = timedelta(minutes=5)
+    concurrency: int = 16
+    retry: machine.RetryPolicy = field(default_factory=machine.RetryPolicy)
+    public_url: str = ""
+    track: bool = True
+
+
+@dataclass
+class BatchReport:
+    claimed: int = 0
+    denied: int = 0
+    no_address: int = 0
+    handed_off: int = 0
+    results: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: BatchReport) -> None:
+        self.claimed += other.claimed
+        self.denied += other.denied
+        self.no_address += other.no_address
+        self.handed_off += other.handed_off
+        self.results.update(other.results)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    claimed: outbox.Claimed
+    composed: Composed
+    attempt_no: int
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()[:40]}:{os.getpid()}"
+
+
+class Worker:
+    def __init__(
+        self,
+        engine: Any,
+        ring: KeyRing,
+        transport: Transport,
+        config: WorkerConfig,
+        *,
+        name: str | None = None,
+        clock: Clock = system_clock,
+        rng: Random | None = None,
+        on_handoff: Callable[[], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.ring = ring
+        self.transport = transport
+        self.config = config
+        self.name = name or worker_name()
+        self.actor = Actor(f"worker:{self.name}", "worker", socket.gethostname()[:128])
+        self.clock = clock
+        self.rng = rng or Random()
+        self.tokens = TokenSigner(ring)
+        self._kits: dict[str, CampaignKit] = {}
+        # One helper thread signs and hashes while the loop builds the next message.
+        self._signing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="carepost-sign")
+        self._on_handoff = on_handoff  # crash tests kill the process here
+
+    # --- campaign kits ------------------------------------------------------------------
+    def _kit(self, session: Session, campaign_id: str) -> CampaignKit:
+        kit = self._kits.get(campaign_id)
+        if kit is not None:
+            return kit
+        campaign = session.get(Campaign, campaign_id)
+        assert campaign is not None
+        template = session.get(Template, campaign.template_id)
+        sender = session.get(SenderProfile, campaign.sender_id)
+        assert template is not None
+        assert sender is not None
+        kit = build_kit(campaign, template, sender, self.config)
+        self._kits[campaign_id] = kit
+        return kit
+
+    # --- one batch ----------------------------------------------------------------------
+    def run_batch(self) -> BatchReport:
+        """One batch in its own event loop (tests and one-shot commands)."""
+
+        async def once() -> BatchReport:
+            try:
+                return await self.run_batch_async()
+            finally:
+                await self.transport.close()
+
+        return asyncio.run(once())
+
+    async def run_batch_async(self) -> BatchReport:
+        report = BatchReport()
+        with transaction(self.engine) as session:
+            claimed = outbox.claim(
+                session,
+                worker=self.name,
+                at=self.clock(),
+                limit=self.config.batch_size,
+                lease=self.config.lease,
+                policy=self.config.retry,
+            )
+        report.claimed = len(claimed)
+        if not claimed:
+            return report
+        with transaction(self.engine) as session:
+            prepared = self._prepare(session, claimed, report)
+        if not prepared:
+            return report
+        if self._on_handoff is not None:
+            self._on_handoff()
+        attempts = await self._send_all(prepared)
+        with transaction(self.engine) as session:
+            self._record(session, prepared, attempts, report)
+        return report
+
+    def run(
+        self,
+        *,
+        until_idle: bool = True,
+        idle_sleep: float = 1.0,
+        stop: Callable[[], bool] | None = None,
+    ) -> BatchReport:
+        """Batches until the queue is empty (or, with until_idle False, until `stop`).
+        One event loop for the whole run, so pooled SMTP connections outlive a batch."""
+
+        async def loop() -> BatchReport:
+            total = BatchReport()
+            try:
+                while not (stop and stop()):
+                    report = await self.run_batch_async()
+                    total.add(report)
+                    if report.claimed == 0:
+                        if until_idle:
+                            break
+                        await asyncio.sleep(idle_sleep)
+            finally:
+                await self.transport.close()
+            return total
+
+        return asyncio.run(loop())
+
+    def _prepare(
+        self, session: Session, claimed: list[outbox.Claimed], report: BatchReport
+    ) -> list[_Prepared]:
+        at = self.clock()
+        held = outbox.still_leased(session, [c.id for c in claimed], worker=self.name, at=at)
+        by_campaign: dict[str, list[outbox.Claimed]] = defaultdict(list)
+        for c in claimed:
+            if c.id in held and c.campaign_id is not None:
+                by_campaign[c.campaign_id].append(c)
+        prepared: list[_Prepared] = []
+        pending: list[tuple[outbox.Claimed, int, phi.OpenedContact, Future[Composed]]] = []
+        denied: list[outbox.Claimed] = []
+        no_address: list[outbox.Claimed] = []
+        archive_rows: list[tuple[object, ...]] = []
+        attempt_rows: list[tuple[object, ...]] = []
+        at_value = driver_value(session, DeliveryAttempt.__table__.c.started_at, at)
+        for campaign_id, rows in by_campaign.items():
+            kit = self._kit(session, campaign_id)
+            decided = consent.gate_batch(
+                session,
+                campaign_id=campaign_id,
+                contact_ids=[r.contact_id for r in rows],
+                message_class=kit.message_class,
+                channel=kit.channel,
+                topic=kit.topic,
+                sender=kit.sender_id,
+                actor=self.actor,
+                clock=lambda: at,
+            )
+            allowed = [r for r in rows if decided.decisions[r.contact_id].allowed]
+            denied += [r for r in rows if not decided.decisions[r.contact_id].allowed]
+            opened = phi.read_for_job(
+                session,
+                self.ring,
+                sorted({r.contact_id for r in allowed}),
+                actor=self.actor,
+                purpose=f"deliver campaign {campaign_id}",
+                action="delivery.phi_read",
+                with_facts=kit.needs_facts,
+                details={"campaign_id": campaign_id, "gate_run": decided.run_id},
+                clock=lambda: at,
+            )
+            for row in allowed:
+                contact = opened.get(row.contact_id)
+                draft = (
+                    compose(
+                        kit,
+                        self.ring,
+                        self.tokens,
+                        row.id,
+                        row.contact_id,
+                        contact.record,
+                        contact.facts,
+                        at,
+                    )
+                    if contact is not None
+                    else None
+                )
+                if draft is None or contact is None:
+                    no_address.append(row)
+                    continue
+                attempt_no = row.attempts + 1
+                pending.append(
+                    (row, attempt_no, contact, self._signing.submit(finish, draft, kit.signer))
+                )
+        for row, attempt_no, contact, future in pending:
+            composed = future.result()
+            prepared.append(_Prepared(row, composed, attempt_no))
+            archive_rows.append(
+                (
+                    row.id,
+                    attempt_no,
+                    contact.dek_version,
+                    seal(
+                        contact.cipher,
+                        composed.data,
+                        aad(
+                            "message_archive", "body", f"{row.id}.{attempt_no}", contact.dek_version
+                        ),
+                    ),
+                )
+            )
+            attempt_rows.append(
+                (
+                    row.id,
+                    attempt_no,
+                    self.transport.name,
+                    self.transport.method,
+                    composed.message_id,
+                    composed.sha256,
+                    len(composed.data),
+                    composed.dkim,
+                    at_value,
+                )
+            )
+        self._finish_without_send(session, denied, "denied", "gate_denied", at)
+        self._finish_without_send(session, no_address, "failed", "no_address", at)
+        report.denied += len(denied)
+        report.no_address += len(no_address)
+        if prepared:
+            session.execute(
+                update(OutboxMessage),
+                [
+                    {
+                        "id": p.claimed.id,
+                        "state": "attempt_started",
+                        "attempts": p.attempt_no,
+                        "unknown_retries": p.claimed.unknown_retries
+                        + (1 if p.claimed.spends_unknown_retry else 0),
+                        "updated_at": at,
+                    }
+                    for p in prepared
+                ],
+            )
+            outbox.transition(
+                session, [(p.claimed.id, "attempt_started", None) for p in prepared], at
+            )
+            bulk_insert(
+                session,
+                DeliveryAttempt.__table__,
+                (
+                    "outbox_id",
+                    "attempt",
+                    "transport",
+                    "method",
+                    "message_id",
+                    "sha256",
+                    "size",
+                    "dkim",
+                    "started_at",
+                ),
+                attempt_rows,
+            )
+            bulk_insert(
+                session,
+                ArchivedMessage.__table__,
+                ("outbox_id", "attempt", "dek_version", "body"),
+                archive_rows,
+            )
+        report.handed_off += len(prepared)
+        # A batch of only denied or address-less rows may be a campaign's last.
+        self._close_finished_campaigns(session, set(by_campaign), at)
+        return prepared
+
+    def _finish_without_send(
+        self,
+        session: Session,
+        rows: Sequence[outbox.Claimed],
+        state: str,
+        reason: str,
+        at: datetime,
+    ) -> None:
+        if not rows:
+            return
+        session.execute(
+            update(OutboxMessage),
+            [
+                {
+                    "id": r.id,
+                    "state": state,
+                    "next_attempt_at": None,
+                    "lease_owner": None,
+                    "lease_until": None,
+                    "last_reason": reason,
+                    "updated_at": at,
+                }
+                for r in rows
+            ],
+        )
+        outbox.transition(session, [(r.id, state, reason) for r in rows], at)
+
+    async def _send_all(self, prepared: Sequence[_Prepared]) -> list[Attempt]:
+        slots = asyncio.Semaphore(self.config.concurrency)
+
+        async def one(p: _Prepared) -> Attempt:
+            kit_from = self._kits[p.claimed.campaign_id or ""].return_path
+            async with slots:
+                return await self.transport.send(
+                    Envelope(kit_from, p.composed.rcpt, p.composed.data)
+                )
+
+        return list(await asyncio.gather(*(one(p) for p in prepared)))
+
+    def _record(
+        self,
+        session: Session,
+        prepared: Sequence[_Prepared],
+        attempts: Sequence[Attempt],
+        report: BatchReport,
+    ) -> None:
+        at = self.clock()
+        outbox_params = []
+        attempt_params = []
+        changes = []
+        alerts: Counter[str] = Counter()
+        hard_bounces: list[tuple[str, str, str]] = []
+        for p, attempt in zip(prepared, attempts, strict=True):
+            outcome: Outcome = attempt.outcome
+            nxt = machine.after_attempt(
+                outcome,
+                attempts=p.attempt_no,
+                unknown_retries=p.claimed.unknown_retries
+                + (1 if p.claimed.spends_unknown_retry else 0),
+                at=at,
+                policy=self.config.retry,
+                rng=self.rng,
+            )
+            report.results[nxt.state] += 1
+            outbox_params.append(
+                {
+                    "id": p.claimed.id,
+                    "state": nxt.state,
+                    "next_attempt_at": nxt.next_attempt_at,
+                    "lease_owner": None,
+                    "lease_until": None,
+                    "last_reason": nxt.reason,
+                    "updated_at": at,
+                }
+            )
+            attempt_params.append(
+                {
+                    "outbox_id": p.claimed.id,
+                    "attempt": p.attempt_no,
+                    "finished_at": at,
+                    "status": outcome.status,
+                    "reason": outcome.reason,
+                    "code": outcome.code,
+                    "reply": attempt.reply or None,
+                    "tls_version": attempt.tls_version,
+                    "tls_cipher": attempt.tls_cipher,
+                }
+            )
+            changes.append((p.claimed.id, nxt.state, nxt.reason))
+            if outcome.tls_alert:
+                alerts[outcome.reason] += 1
+            if outcome.bounce == "hard":
+                hard_bounces.append((p.claimed.contact_id, p.composed.rcpt, p.claimed.id))
+        session.execute(update(OutboxMessage), outbox_params)
+        session.execute(update(DeliveryAttempt), attempt_params)
+        outbox.transition(session, changes, at)
+        for kind, count in alerts.items():
+            session.add(
+                DeliveryAlert(
+                    id=new_id(),
+                    at=at,
+                    kind=kind,
+                    count=count,
+                    detail="no message was sent in plaintext; check the relay's TLS",
+                )
+            )
+        for contact_id, rcpt, outbox_id in hard_bounces:
+            consent.add_suppression(
+                session,
+                channel="email",
+                address_bis=[consent.address_bi(self.ring, "email", rcpt)],
+                reason="hard_bounce",
+                source="delivery",
+                evidence_ref=f"outbox:{outbox_id}",
+                contact_id=contact_id,
+                actor=self.actor,
+                clock=lambda: at,
+            )
+        self._close_finished_campaigns(session, {p.claimed.campaign_id for p in prepared}, at)
+
+    def _close_finished_campaigns(
+        self, session: Session, campaign_ids: set[str] | set[str | None], at: datetime
+    ) -> None:
+        for campaign_id in campaign_ids:
+            if campaign_id is None:
+                continue
+            pending = session.scalar(
+                select(
+                    exists().where(
+                        OutboxMessage.campaign_id == campaign_id,
+                        OutboxMessage.state.not_in(machine.FINAL_STATES),
+                        OutboxMessage.next_attempt_at.is_not(None)
+                        | OutboxMessage.state.in_(("claimed", "attempt_started")),
+                    )
+                )
+            )
+            if not pending:
+                session.execute(
+                    update(Campaign)
+                    .where(Campaign.id == campaign_id, Campaign.status == "running")
+                    .values(status="done", finished_at=at)
+                )
+
+
+def build_kit(
+    campaign: Campaign, template: Template, sender: SenderProfile, config: WorkerConfig
+) -> CampaignKit:
+    spec = TemplateSpec(
+        name=template.name,
+        subject=template.subject,
+        html=template.html,
+        text=template.text,
+        message_class=template.message_class,
+        phi_fields=tuple(template.phi_fields.split()),
+        secure_delivery=template.secure_delivery,
+    )
+    signer = None
+    if sender.dkim_domain and sender.dkim_selector and sender.dkim_key_file:
+        from pathlib import Path
+
+        key = dkim.load_private_key(Path(sender.dkim_key_file))
+        signer = dkim.DkimSigner(sender.dkim_domain, sender.dkim_selector, key)
+    fixed = mime.header_line("From", mime.format_address(sender.from_name, sender.from_address))
+    if sender.reply_to:
+        fixed += mime.header_line("Reply-To", sender.reply_to)
+    return CampaignKit(
+        campaign_id=campaign.id,
+        campaign_name=campaign.name,
+        message_class=campaign.message_class,
+        channel=campaign.channel,
+        topic=campaign.topic,
+        sender_id=sender.id,
+        from_address=sender.from_address,
+        return_path=sender.return_path,
+        postal_address=sender.postal_address,
+        organization_name=sender.organization_name,
+        sender_name=sender.from_name,
+        message_id_domain=sender.from_address.rsplit("@", 1)[1],
+        template=compile_template(spec),
+        layout=mime.MimeLayout.alternative(),
+        fixed_headers=fixed,
+        signer=signer,
+        public_url=config.public_url,
+        track=config.track,
+    )

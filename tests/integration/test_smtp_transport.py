@@ -1,0 +1,181 @@
+"""The SMTP transport against a real aiosmtpd server on loopback: the fault matrix, TLS
+enforcement and connection reuse."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any
+
+import pytest
+
+from carepost.delivery.smtp import Envelope, RelayConfig, SmtpTransport
+
+MESSAGE = (
+    b"From: news@clinic.example\r\nTo: x@sink.test\r\nSubject: t\r\n"
+    b"Message-ID: <%s@clinic.example>\r\n\r\nbody\r\n"
+)
+
+
+def _relay(sink: Any, **kw: Any) -> RelayConfig:
+    tls = "implicit" if sink.mode == "implicit" else "starttls"
+    return RelayConfig(
+        sink.host, sink.port, tls=tls, tls_context=sink.client_context, **{"timeout": 2.0, **kw}
+    )
+
+
+def _send(config: RelayConfig, rcpts: list[str]) -> list[Any]:
+    async def go() -> list[Any]:
+        transport = SmtpTransport(config)
+        try:
+            return [
+                await transport.send(
+                    Envelope("bounce@clinic.example", r, MESSAGE % str(i).encode())
+                )
+                for i, r in enumerate(rcpts)
+            ]
+        finally:
+            await transport.close()
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("mode", ["starttls", "implicit"])
+def test_accepted_over_tls_with_evidence(smtp_sink_factory, mode: str) -> None:  # type: ignore[no-untyped-def]
+    sink = smtp_sink_factory(mode)
+    [attempt] = _send(_relay(sink), ["ok@sink.test"])
+    assert attempt.outcome.status == "sent"
+    assert attempt.reply.startswith("250 2.0.0 Ok: queued as")
+    assert attempt.tls_version in ("TLSv1.2", "TLSv1.3")
+    assert attempt.tls_cipher
+    assert [r.tls for r in sink.state.received] == [True]
+
+
+@pytest.mark.parametrize(
+    ("rcpt", "status", "code", "bounce"),
+    [
+        ("data-421@sink.test", "deferred", 421, "soft"),
+        ("data-450@sink.test", "deferred", 450, "soft"),
+        ("data-451@sink.test", "deferred", 451, "soft"),
+        ("data-452@sink.test", "deferred", 452, "soft"),
+        ("rcpt-450@sink.test", "deferred", 450, "soft"),
+        ("mail-421@sink.test", "deferred", 421, "soft"),
+        ("rcpt-550@sink.test", "failed", 550, "hard"),
+        ("data-550@sink.test", "failed", 550, "policy"),
+        ("data-552@sink.test", "failed", 552, "soft"),
+        ("data-554@sink.test", "failed", 554, "policy"),
+    ],
+)
+def test_reply_fault_matrix(smtp_sink_factory, rcpt, status, code, bounce) -> None:  # type: ignore[no-untyped-def]
+    sink = smtp_sink_factory("starttls")
+    [attempt] = _send(_relay(sink), [rcpt])
+    assert (attempt.outcome.status, attempt.outcome.code, attempt.outcome.bounce) == (
+        status,
+        code,
+        bounce,
+    )
+    assert rcpt not in attempt.reply  # relays echo the address; evidence must not keep it
+
+
+def test_drop_after_data_is_unknown(smtp_sink_factory) -> None:  # type: ignore[no-untyped-def]
+    sink = smtp_sink_factory()
+    drop, after = _send(_relay(sink), ["drop@sink.test", "ok@sink.test"])
+    assert (drop.outcome.status, drop.outcome.reason) == ("unknown", "lost_after_data")
+    assert after.outcome.status == "sent"  # a fresh connection took over
+
+
+def test_hang_after_data_times_out_as_unknown(smtp_sink_factory) -> None:  # type: ignore[no-untyped-def]
+    sink = smtp_sink_factory()
+    [attempt] = _send(_relay(sink, timeout=0.5), ["hang@sink.test"])
+    assert (attempt.outcome.status, attempt.outcome.reason) == ("unknown", "timeout_after_data")
+
+
+def test_hang_before_data_times_out_as_deferred(smtp_sink_factory) -> None:  # type: ignore[no-untyped-def]
+    sink = smtp_sink_factory()
+    sink.state.stall_ehlo = 3.0
+    [attempt] = _send(_relay(sink, timeout=0.5), ["ok@sink.test"])
+    assert (attempt.outcome.status, attempt.outcome.reason) == ("deferred", "timeout")
+    assert sink.state.mail_commands == []
+
+
+def test_no_starttls_means_no_plaintext_byte(smtp_sink_factory) -> None:  # type: ignore[no-untyped-def]
+    sink = smtp_sink_factory("none")
+    attempts = _send(_relay(sink), ["ok@sink.test", "ok@sink.test"])
+    assert [(a.outcome.status, a.outcome.reason) for a in attempts] == [
+        ("deferred", "tls_unavailable")
+    ] * 2
+    assert all(a.outcome.tls_alert for a in attempts)
+    assert sink.state.mail_commands == []
+    assert sink.state.received == []
+
+
+@pytest.mark.parametrize("mode", ["untrusted"])
+def test_untrusted_certificate_means_no_plaintext_byte(smtp_sink_factory, mode) -> None:  # type: ignore[no-untyped-def]
+    sink = smtp_sink_factory(mode)
+    [attempt] = _send(_relay(sink), ["ok@sink.test"])
+    assert (attempt.outcome.status, attempt.outcome.reason) == ("deferred", "tls_failed")
+    assert sink.state.mail_commands == []
+    assert sink.state.received == []
+
+
+def test_wrong_host_name_is_a_tls_failure(smtp_sink_factory) -> None:  # type: ignore[no-untyped-def]
+    sink = smtp_sink_factory("starttls", cert_names=("other.example",))
+    [attempt] = _send(_relay(sink), ["ok@sink.test"])
+    assert attempt.outcome.reason == "tls_failed"
+    assert sink.state.received == []
+
+
+def test_verification_cannot_be_switched_off() -> None:
+    lax = ssl.create_default_context()
+    lax.check_hostname = False
+    lax.verify_mode = ssl.CERT_NONE
+    with pytest.raises(ValueError, match="verify"):
+        SmtpTransport(RelayConfig("127.0.0.1", 1, tls_context=lax))
+
+
+def test_connection_refused_is_deferred() -> None:
+    from smtp_sink import free_port
+
+    [attempt] = _send(RelayConfig("127.0.0.1", free_port(), timeout=1.0), ["ok@sink.test"])
+    assert (attempt.outcome.status, attempt.outcome.reason) == ("deferred", "connect_failed")
+
+
+def test_connections_are_reused_up_to_the_cap(smtp_sink_factory) -> None:  # type: ignore[no-untyped-def]
+    sink = smtp_sink_factory()
+    attempts = _send(_relay(sink, max_messages_per_connection=3), ["ok@sink.test"] * 7)
+    assert all(a.outcome.status == "sent" for a in attempts)
+    assert len(sink.state.received) == 7
+    assert sink.state.sessions == 3  # 3 + 3 + 1
+
+
+def test_rejected_recipient_leaves_connection_usable(smtp_sink_factory) -> None:  # type: ignore[no-untyped-def]
+    sink = smtp_sink_factory()
+    attempts = _send(
+        _relay(sink), ["rcpt-550@sink.test", "ok@sink.test", "data-451@sink.test", "ok@sink.test"]
+    )
+    assert [a.outcome.status for a in attempts] == ["failed", "sent", "deferred", "sent"]
+    assert sink.state.sessions == 1
+
+
+def test_concurrent_sends_share_the_pool(smtp_sink_factory) -> None:  # type: ignore[no-untyped-def]
+    sink = smtp_sink_factory()
+    config = _relay(sink, pool_size=4)
+
+    async def go() -> list[Any]:
+        transport = SmtpTransport(config)
+        try:
+            return await asyncio.gather(
+                *(
+                    transport.send(
+                        Envelope("b@clinic.example", "ok@sink.test", MESSAGE % str(i).encode())
+                    )
+                    for i in range(40)
+                )
+            )
+        finally:
+            await transport.close()
+
+    attempts = asyncio.run(go())
+    assert all(a.outcome.status == "sent" for a in attempts)
+    assert sorted(sink.state.message_ids()) == sorted(f"<{i}@clinic.example>" for i in range(40))
+    assert sink.state.sessions <= 4

@@ -1,0 +1,169 @@
+"""The byte-template builder against Python's own email parser (the slow, careful one),
+the header-injection guard, and DKIM over what it builds."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import time
+
+import dkim
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from carepost.content.mime import (
+    HeaderInjection,
+    MimeLayout,
+    build,
+    check_header_value,
+    encode_words,
+    format_address,
+    header_line,
+    headers_block,
+    qp_body,
+)
+from carepost.delivery.dkim import DkimSigner, dns_record_value, generate_key
+
+LAYOUT = MimeLayout.alternative()
+
+
+def _parse(raw: bytes) -> email.message.EmailMessage:
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(msg, email.message.EmailMessage)
+    return msg
+
+
+def _message(subject: str = "Your visit", text: str = "Hello", html: str = "<p>Hello</p>") -> bytes:
+    head = headers_block(
+        [
+            ("From", format_address("Clinic Café", "news@clinic.example")),
+            ("To", "patient@example.org"),
+            ("Subject", subject),
+            ("Date", "Tue, 24 Nov 2026 10:00:00 +0000"),
+            ("Message-ID", "<m1@clinic.example>"),
+        ]
+    )
+    return build(LAYOUT, head, text, html)
+
+
+def test_parses_back_to_what_went_in() -> None:
+    text = "Dear patient,\n\nyour results are ready. Ünïcödé ✓\n" + "long line " * 40
+    html = "<html><body><p>Résultats prêts</p>" + "<a href='https://x.example'>x</a>" * 30
+    msg = _parse(_message("Résumé of your visit ✓", text, html))
+    assert msg["Subject"] == "Résumé of your visit ✓"
+    assert msg["From"].addresses[0].display_name == "Clinic Café"
+    assert msg["From"].addresses[0].addr_spec == "news@clinic.example"
+    plain = msg.get_body(("plain",))
+    rich = msg.get_body(("html",))
+    assert plain is not None
+    assert rich is not None
+    assert plain.get_content().replace("\r\n", "\n").rstrip("\n") == text.rstrip("\n")
+    assert rich.get_content().replace("\r\n", "\n").rstrip("\n") == html
+    assert not msg.defects
+
+
+def test_lines_are_short_and_crlf_only() -> None:
+    raw = _message("x" * 300, "y" * 5000, "<p>" + "z " * 5000 + "</p>")
+    assert b"\n" not in raw.replace(b"\r\n", b"")
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 78
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "hi\r\nBcc: victim@example.org",
+        "hi\nBcc: x",
+        "hi\rBcc: x",
+        "hi\x00",
+        "hi\u2028Bcc: x",
+        "hi\x85x",
+        "hi%0d%0aBcc: x",
+        "hi%0ABcc: x",
+        "=?utf-8?b?aGkNCkJjYzogeA==?=",  # "hi\r\nBcc: x"
+        "=?utf-8?q?hi=0D=0ABcc:_x?=",
+        "=?utf-8?b?!!!notbase64?=",
+    ],
+)
+def test_header_injection_is_refused(value: str) -> None:
+    with pytest.raises(HeaderInjection) as info:
+        header_line("Subject", value)
+    assert value not in str(info.value)  # the error names the header, never the value
+
+
+def test_bad_names_and_addresses_are_refused() -> None:
+    with pytest.raises(HeaderInjection):
+        check_header_value("Bad Name", "x")
+    with pytest.raises(HeaderInjection):
+        format_address("x", "a@b.example>\r\nBcc: y")
+    with pytest.raises(HeaderInjection):
+        format_address("x", "no-at-sign")
+    with pytest.raises(HeaderInjection):
+        format_address("x", "ünï@example.org")
+
+
+def test_display_names_are_quoted() -> None:
+    assert format_address('Dr. "Who"', "a@b.example") == '"Dr. \\"Who\\"" <a@b.example>'
+    assert format_address("", "a@b.example") == "a@b.example"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=300))
+def test_any_printable_subject_round_trips(subject: str) -> None:
+    try:
+        check_header_value("Subject", subject)
+    except HeaderInjection:
+        return  # e.g. a literal "%0a" in the text: refused, never passed through
+    msg = _parse(_message(subject=subject))
+    assert msg["Subject"] == subject.strip() or " ".join(msg["Subject"].split()) == " ".join(
+        subject.split()
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=2000))
+def test_any_body_round_trips(text: str) -> None:
+    body = qp_body(text)
+    assert max((len(line) for line in body.split(b"\r\n")), default=0) <= 76
+    msg = _parse(_message(text=text))
+    plain = msg.get_body(("plain",))
+    assert plain is not None
+    expected = text.replace("\r\n", "\n").replace("\r", "\n")
+    got = plain.get_content().replace("\r\n", "\n")
+    assert got.rstrip("\n") == expected.rstrip("\n")
+
+
+def test_boundary_never_appears_in_encoded_content() -> None:
+    hostile = "--" + LAYOUT.boundary.decode() + "\n--" + LAYOUT.boundary.decode() + "--\n"
+    raw = _message(text=hostile, html=hostile)
+    assert raw.count(b"--" + LAYOUT.boundary + b"\r\n") == 2
+    assert raw.count(b"--" + LAYOUT.boundary + b"--") == 1
+
+
+def test_built_message_signs_and_verifies() -> None:
+    key = generate_key("rsa-sha256")
+    record = dns_record_value(key).encode()
+    signed = DkimSigner("clinic.example", "s1", key).sign(_message("Café ✓", "a" * 9000))
+    assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: record)
+
+
+def test_encoded_words_stay_within_75_characters() -> None:
+    words = encode_words("é" * 200).split(" ")
+    assert all(len(w) <= 75 for w in words)
+
+
+def test_builds_fast_enough_for_the_hot_path() -> None:
+    """Not a benchmark: a guard that nobody swaps in email.message (about 1.8 ms)."""
+    text, html = "t" * 5000, "<p>" + "h " * 10000 + "</p>"
+    head = headers_block([("To", "p@example.org"), ("Subject", "s")])
+    started = time.perf_counter()
+    for _ in range(200):
+        build(LAYOUT, head, text, html)
+    assert (time.perf_counter() - started) / 200 < 0.0015
+
+
+def test_long_unbroken_non_ascii_subject_folds_into_short_words() -> None:
+    subject = "ü" * 150 + "x" * 100
+    raw = _message(subject=subject)
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 78
+    assert _parse(raw)["Subject"] == subject
