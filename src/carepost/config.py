@@ -99,3 +99,20 @@ def render_settings_file(settings: Settings) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def set_file_setting(settings: Settings, key: str, value: str) -> None:
+    """Write `key = "value"` into the workspace's settings file, replacing the line that
+    sets it (the file `init` writes names every setting) or adding one."""
+    if key not in Settings.model_fields or any(c in value for c in '"\\\n'):
+        raise ValueError(f"cannot write setting {key!r}")
+    path = settings.settings_file
+    lines = path.read_text().splitlines() if path.exists() else ["[carepost]"]
+    line = f'{key} = "{value}"'
+    for i, existing in enumerate(lines):
+        if existing.split("=", 1)[0].strip() == key:
+            lines[i] = line
+            break
+    else:
+        lines.append(line)
+    path.write_text("\n".join(lines) + "\n")

@@ -25,7 +25,7 @@ from carepost.audit.actor import Actor
 from carepost.campaigns import commands as campaign_commands
 from carepost.campaigns import service as campaigns
 from carepost.campaigns.models import SenderProfile
-from carepost.config import load_settings
+from carepost.config import load_settings, set_file_setting
 from carepost.consent import service as consent
 from carepost.consent.models import Authorization, GateDecision
 from carepost.contacts.population import write_population
@@ -122,8 +122,7 @@ def _run(
     if not s.public_url:
         # The demo's own default, written to the workspace settings so `carepost serve`
         # and every worker build the same https links.
-        with s.settings_file.open("a") as fh:
-            fh.write(f'public_url = "{DEMO_PUBLIC_URL}"\n')
+        set_file_setting(s, "public_url", DEMO_PUBLIC_URL)
         ws.close()
         ws.settings = load_settings(s.data_dir)
         s = ws.settings

@@ -17,9 +17,17 @@ def serve(
         Path | None, typer.Option(help="TLS certificate (else terminate TLS in a proxy).")
     ] = None,
     ssl_keyfile: Annotated[Path | None, typer.Option(help="TLS private key.")] = None,
+    delivery: Annotated[
+        bool,
+        typer.Option(
+            "--delivery/--no-delivery",
+            help="Also run one worker and, on the capture transport, the capture server.",
+        ),
+    ] = True,
     data_dir: DataDir = None,
 ) -> None:
-    """Serve the public pages: unsubscribe (RFC 8058 one-click), preferences, /healthz."""
+    """Serve the public pages (unsubscribe with RFC 8058 one-click, preferences, /healthz)
+    and, on the embedded default, one delivery worker and the capture mail server."""
     import uvicorn
 
     from carepost.web.app import create_app
@@ -32,10 +40,38 @@ def serve(
                 "[bold yellow]DEV_INSECURE is set: plain-http links allowed. "
                 "Never use this setting in production.[/]"
             )
+        if ssl_certfile is None and ws.settings.transport == "capture" and _loopback(host):
+            # The embedded default: https with the workspace's own certificate (CA in
+            # capture/tls/ca.pem), so the links the demo's messages carry really work.
+            from carepost.delivery.capture import ensure_tls
+            from carepost.delivery.factory import capture_folder
+
+            files = ensure_tls(capture_folder(ws))
+            ssl_certfile, ssl_keyfile = files.cert, files.key
+            out.print(f"TLS from the workspace's local CA ({files.ca}); trust it to browse")
+        background = None
+        if delivery and not ws.settings.public_url:
+            err.print(
+                "[bold yellow]CAREPOST_PUBLIC_URL is not set: serving the pages only; "
+                "no worker runs (messages need their https links).[/]"
+            )
+        elif delivery:
+            from carepost.delivery.background import start_delivery
+
+            background = start_delivery(ws)
+            out.print(f"delivery: {background.description}")
         app = create_app(ws)
         scheme = "https" if ssl_certfile else "http"
         out.print(f"serving on {scheme}://{host}:{port} (HSTS on; put TLS in front if http)")
-        uvicorn.Server(server_config(app, host, port, ssl_certfile, ssl_keyfile)).run()
+        try:
+            uvicorn.Server(server_config(app, host, port, ssl_certfile, ssl_keyfile)).run()
+        finally:
+            if background is not None:
+                background.stop()
+
+
+def _loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "localhost", "::1")
 
 
 def server_config(
