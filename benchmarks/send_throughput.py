@@ -41,6 +41,7 @@ from carepost.delivery import capture, dkim
 from carepost.delivery.models import OutboxMessage
 from carepost.delivery.smtp import RelayConfig, SmtpTransport
 from carepost.delivery.worker import Worker, WorkerConfig
+from carepost.demo import authorization_document
 from carepost.workspace import open_workspace
 
 SENDER = "bench-clinic"
@@ -72,29 +73,6 @@ def template_html() -> str:
         "<p><a href='{{ unsubscribe_url }}'>Unsubscribe</a> · {{ sender_postal_address }}</p>"
         "</body></html>"
     )
-
-
-def _authorization() -> dict[str, object]:
-    return {
-        "phi_description": "Name, address and plan, for clinic announcements",
-        "disclosers": ["Bench Clinic"],
-        "recipients": [{"id": SENDER, "name": "Bench Clinic"}],
-        "purposes": [{"code": "marketing", "description": "Clinic announcements"}],
-        "expires_at": "2030-01-01T00:00:00Z",
-        "signature": {
-            "signer_name": "synthetic",
-            "signed_at": "2026-01-01T00:00:00Z",
-            "method": "electronic",
-            "source_address": "192.0.2.1",
-            "signed_text": "synthetic authorization for a benchmark",
-        },
-        "statements": {
-            "right_to_revoke": True,
-            "revocation_instructions": "write to the clinic",
-            "conditioning": True,
-            "redisclosure": True,
-        },
-    }
 
 
 def free_port() -> int:
@@ -166,7 +144,9 @@ def setup(url: str, folder: Path, n: int) -> tuple[str, str, Path]:
         )
         ids = [o.contact_id for o in outcomes if o.contact_id]
     with transaction(ws.engine) as session:
-        doc = _authorization()
+        doc = authorization_document(
+            now, sender=SENDER, organization="Bench Clinic", purpose="Clinic announcements"
+        )
         for cid in ids:
             consent.set_consent(
                 session,

@@ -15,6 +15,7 @@ from carepost.contacts.store import ContactInput, ContactWriter
 from carepost.content.service import add_template
 from carepost.content.template import TemplateSpec
 from carepost.db import transaction
+from carepost.demo import authorization_document
 from carepost.workspace import Workspace
 
 SENDER = "example-clinic"
@@ -22,26 +23,12 @@ SENDER = "example-clinic"
 
 def authorization(sender: str = SENDER) -> dict[str, Any]:
     """A complete 164.508(c) authorization naming `sender` as a recipient (synthetic)."""
-    return {
-        "phi_description": "Name and email address, for flu clinic announcements",
-        "disclosers": ["Example Clinic"],
-        "recipients": [{"id": sender, "name": "Example Clinic"}],
-        "purposes": [{"code": "marketing", "description": "Seasonal clinic announcements"}],
-        "expires_at": "2030-01-01T00:00:00Z",
-        "signature": {
-            "signer_name": "Synthetic Signer",
-            "signed_at": "2026-01-05T09:00:00Z",
-            "method": "electronic",
-            "source_address": "198.51.100.4",
-            "signed_text": "I authorize Example Clinic to email me clinic announcements.",
-        },
-        "statements": {
-            "right_to_revoke": True,
-            "revocation_instructions": "Use the preferences link or write to the clinic",
-            "conditioning": True,
-            "redisclosure": True,
-        },
-    }
+    return authorization_document(
+        datetime(2026, 1, 5, 9, tzinfo=UTC),
+        sender=sender,
+        organization="Example Clinic",
+        purpose="Seasonal clinic announcements",
+    )
 
 
 HTML = (

@@ -74,19 +74,27 @@ class DemoResult:
     audit_ok: bool = False
 
 
-def authorization_document(signed_at: datetime) -> dict[str, object]:
+def authorization_document(
+    signed_at: datetime,
+    *,
+    sender: str = SENDER,
+    organization: str = "Riverside Clinic",
+    purpose: str = "Seasonal vaccination clinics",
+) -> dict[str, object]:
+    """A complete 164.508(c) marketing authorization naming `sender` as recipient, as a
+    synthetic patient would sign it (the demo's, the benchmarks' and the tests')."""
     return {
-        "phi_description": "Name, email address, age and flu vaccination status",
-        "disclosers": ["Riverside Clinic"],
-        "recipients": [{"id": SENDER, "name": "Riverside Clinic"}],
-        "purposes": [{"code": "marketing", "description": "Seasonal vaccination clinics"}],
-        "expires_at": "2028-12-31T00:00:00Z",
+        "phi_description": "Name, email address, age and vaccination and visit history",
+        "disclosers": [organization],
+        "recipients": [{"id": sender, "name": organization}],
+        "purposes": [{"code": "marketing", "description": purpose}],
+        "expires_at": "2030-12-31T00:00:00Z",
         "signature": {
             "signer_name": "synthetic patient",
             "signed_at": signed_at.isoformat(),
             "method": "electronic",
             "source_address": "192.0.2.10",
-            "signed_text": "I authorize Riverside Clinic to email me about vaccination clinics.",
+            "signed_text": f"I authorize {organization} to email me about: {purpose}.",
         },
         "statements": {
             "right_to_revoke": True,
