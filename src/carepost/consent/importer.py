@@ -21,7 +21,7 @@ redisclosure, remuneration, remuneration_from (flags: yes/no, true/false, 1/0).
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -182,6 +182,41 @@ def _read(
     return header, rows
 
 
+@dataclass
+class _RowCheck:
+    """The problems found in one row, each named by line and column."""
+
+    line: int
+    header: list[str]
+    problems: list[ImportProblem] = field(default_factory=list)
+
+    def bad(self, column: str, message: str) -> None:
+        self.problems.append(ImportProblem(_where(self.line, self.header, column), message))
+
+
+def _checked_rows(
+    header: list[str],
+    rows: list[tuple[int, dict[str, str]]],
+    summary: ConsentImportSummary,
+    resolver: _Resolver,
+) -> Iterator[tuple[dict[str, str], _RowCheck, str | None]]:
+    """What both importers do first with a row: a row of the wrong width is a problem of
+    its own and goes no further; otherwise its contact is resolved (or the failure noted)."""
+    for line, row in rows:
+        if "__width__" in row:
+            summary.problems.append(
+                ImportProblem(
+                    f"line {line}", f"has {row['__width__']} cells, header has {len(header)}"
+                )
+            )
+            continue
+        check = _RowCheck(line, header)
+        cid, col, why = resolver.contact(row)
+        if cid is None:
+            check.bad(col, why)
+        yield row, check, cid
+
+
 def import_consents(
     session: Session,
     ring: KeyRing,
@@ -195,22 +230,8 @@ def import_consents(
     summary = ConsentImportSummary("consents", rows=len(rows))
     resolver = _Resolver(session, ring)
     valid: list[dict[str, Any]] = []
-    for line, row in rows:
-        problems: list[ImportProblem] = []
-
-        def bad(column: str, message: str, line: int = line) -> None:
-            problems.append(ImportProblem(_where(line, header, column), message))  # noqa: B023
-
-        if "__width__" in row:
-            summary.problems.append(
-                ImportProblem(
-                    f"line {line}", f"has {row['__width__']} cells, header has {len(header)}"
-                )
-            )
-            continue
-        cid, col, why = resolver.contact(row)
-        if cid is None:
-            bad(col, why)
+    for row, check, cid in _checked_rows(header, rows, summary, resolver):
+        bad, problems = check.bad, check.problems
         channel = row.get("channel", "").strip()
         if channel not in CHANNELS:
             bad("channel", f"must be one of {', '.join(CHANNELS)}")
@@ -344,22 +365,8 @@ def import_authorizations(
     summary = ConsentImportSummary("authorizations", rows=len(rows))
     resolver = _Resolver(session, ring)
     valid: list[tuple[str, AuthorizationDocument]] = []
-    for line, row in rows:
-        problems: list[ImportProblem] = []
-
-        def bad(column: str, message: str, line: int = line) -> None:
-            problems.append(ImportProblem(_where(line, header, column), message))  # noqa: B023
-
-        if "__width__" in row:
-            summary.problems.append(
-                ImportProblem(
-                    f"line {line}", f"has {row['__width__']} cells, header has {len(header)}"
-                )
-            )
-            continue
-        cid, col, why = resolver.contact(row)
-        if cid is None:
-            bad(col, why)
+    for row, check, cid in _checked_rows(header, rows, summary, resolver):
+        bad, problems = check.bad, check.problems
         doc = _document(row, bad)
         parsed: AuthorizationDocument | None = None
         try:
