@@ -49,6 +49,10 @@ class SinkState:
     mail_commands: list[bool] = field(default_factory=list)
     peers: set[tuple[str, int]] = field(default_factory=set)
     stall_ehlo: float = 0.0
+    # Announce PIPELINING (RFC 2920) as Postfix does; aiosmtpd reads commands one line at a
+    # time either way, so a client may pipeline only when it is announced.
+    pipelining: bool = True
+    ehlo_names: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -92,7 +96,10 @@ class FaultHandler:
         if self.state.stall_ehlo:
             await asyncio.sleep(self.state.stall_ehlo)
         session.host_name = hostname
+        if self.state.pipelining and isinstance(responses, list) and responses:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
         with self.state.lock:
+            self.state.ehlo_names.append(hostname)
             # EHLO comes twice on a STARTTLS connection; the client's port names it once.
             self.state.peers.add(tuple(session.peer))  # type: ignore[arg-type]
         return responses

@@ -17,6 +17,19 @@ MESSAGE = (
 )
 
 
+@pytest.fixture(params=["pipelined", "lockstep"])
+def smtp_sink_factory(smtp_sink_factory: Any, request: pytest.FixtureRequest) -> Any:
+    """Every test here twice: against a relay that announces PIPELINING (as Postfix does)
+    and one that does not, so both ways through the client meet the fault matrix."""
+
+    def start(*args: Any, **kw: Any) -> Any:
+        sink = smtp_sink_factory(*args, **kw)
+        sink.state.pipelining = request.param == "pipelined"
+        return sink
+
+    return start
+
+
 def _relay(sink: Any, **kw: Any) -> RelayConfig:
     tls = "implicit" if sink.mode == "implicit" else "starttls"
     return RelayConfig(
@@ -179,3 +192,43 @@ def test_concurrent_sends_share_the_pool(smtp_sink_factory) -> None:  # type: ig
     assert all(a.outcome.status == "sent" for a in attempts)
     assert sorted(sink.state.message_ids()) == sorted(f"<{i}@clinic.example>" for i in range(40))
     assert sink.state.sessions <= 4
+
+
+def test_dots_and_size_reach_the_relay_intact(smtp_sink_factory) -> None:  # type: ignore[no-untyped-def]
+    sink = smtp_sink_factory()
+    body = b"From: a@clinic.example\r\nTo: ok@sink.test\r\nSubject: d\r\n\r\n"
+    body += b".leading dot\r\n.\r\n..two\r\n" + b"x" * 70 + b"\r\n"
+    big = body + (b"line of a long attachment, base64-like padding ABCDEFGHIJ\r\n" * 20000)
+
+    async def go() -> list[Any]:
+        transport = SmtpTransport(_relay(sink))
+        try:
+            return [
+                await transport.send(Envelope("b@clinic.example", "ok@sink.test", data))
+                for data in (body, big)
+            ]
+        finally:
+            await transport.close()
+
+    attempts = asyncio.run(go())
+    assert [a.outcome.status for a in attempts] == ["sent", "sent"]
+    assert [r.data for r in sink.state.received] == [body, big]  # unstuffed by the relay
+    assert all(r.tls for r in sink.state.received)
+
+
+def test_ehlo_name_is_a_plain_host_name(smtp_sink_factory) -> None:  # type: ignore[no-untyped-def]
+    sink = smtp_sink_factory()
+    _send(_relay(sink, local_hostname="mta1.clinic.example"), ["ok@sink.test"])
+    assert set(sink.state.ehlo_names) == {"mta1.clinic.example"}
+
+
+def test_an_address_that_would_inject_a_command_fails_alone(smtp_sink_factory) -> None:  # type: ignore[no-untyped-def]
+    sink = smtp_sink_factory()
+    bad, good = _send(_relay(sink), ["x@sink.test>\r\nRCPT TO:<ok@sink.test", "ok@sink.test"])
+    assert (bad.outcome.status, bad.outcome.reason, bad.outcome.bounce) == (
+        "failed",
+        "invalid_address",
+        None,
+    )
+    assert good.outcome.status == "sent"
+    assert len(sink.state.received) == 1

@@ -36,6 +36,18 @@ REASONS = {
     "lost_before_data": "the connection dropped before the body was sent",
     "lost_after_data": "the connection dropped after the body was sent; the relay may have it",
     "timeout_after_data": "no reply after the body was sent; the relay may have it",
+    "relay_refused": "the relay refused the session before any message was offered",
+    "auth_failed": "the relay refused carepost's credentials; nothing was sent",
+    "invalid_address": "the address cannot be written into an SMTP command",
+}
+
+# Reasons no single message caused: every message fails the same way until an operator
+# acts, so each batch that meets one records an alert with what to check.
+ALERTS = {
+    "tls_unavailable": "no message was sent in plaintext; check the relay's TLS",
+    "tls_failed": "no message was sent in plaintext; check the relay's TLS",
+    "relay_refused": "the relay refused the session; check its address and limits",
+    "auth_failed": "the relay refused the credentials; check CAREPOST_SMTP_USERNAME/PASSWORD",
 }
 
 
@@ -52,6 +64,11 @@ class Outcome:
     def tls_alert(self) -> bool:
         """Nothing went out because TLS could not be had: operators must hear of it."""
         return self.reason in ("tls_unavailable", "tls_failed")
+
+    @property
+    def alert(self) -> str | None:
+        """What an operator must check, when the relay rather than the message failed."""
+        return ALERTS.get(self.reason)
 
 
 def enhanced_status(text: str) -> str | None:
@@ -104,3 +121,15 @@ def classify_error(phase: Phase, kind: Literal["timeout", "lost", "connect", "tl
 
 def tls_unavailable() -> Outcome:
     return Outcome("deferred", "tls_unavailable", "tls")
+
+
+def session_refused(step: str, code: int, text: str) -> Outcome:
+    """The relay refused the greeting, EHLO, STARTTLS or AUTH. That is the relay's (or our
+    configuration's) state, not the message's: deferred, never a bounce, whatever the code."""
+    phase: Phase = "tls" if step == "starttls" else "connect"
+    reason = "auth_failed" if step == "auth" else "relay_refused"
+    return Outcome("deferred", reason, phase, code, enhanced_status(text))
+
+
+def invalid_address() -> Outcome:
+    return Outcome("failed", "invalid_address", "mail")

@@ -1,4 +1,4 @@
-"""SMTP to a configured relay with aiosmtplib: TLS required, a pool of reused connections.
+"""SMTP to a configured relay: TLS required, a pool of reused, pipelining connections.
 
 TLS is never optional here. With STARTTLS the client refuses to go on when the relay does
 not offer it, and with either mode a certificate that does not verify, or TLS below 1.2,
@@ -8,27 +8,33 @@ the worker records as an alert.
 
 A connection is reused for up to `max_messages_per_connection` messages (handshakes cost
 more than messages), with TCP_NODELAY so small commands are not held back by Nagle's
-algorithm. Any doubt about a connection's state (a timeout, a dropped line, a 421) closes
-it; the next message opens a fresh one.
+algorithm, and MAIL, RCPT and DATA pipelined (RFC 2920) when the relay offers it. Any
+doubt about a connection's state (a timeout, a dropped line, a 421) closes it; the next
+message opens a fresh one. The protocol itself is in `smtp_session` (I/O) and `smtp_wire`
+(pure); why carepost speaks it itself is said there.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-import aiosmtplib
-
 from carepost.delivery.outcome import (
     Outcome,
-    Phase,
     classify_error,
     classify_reply,
+    invalid_address,
+    session_refused,
     tls_unavailable,
+)
+from carepost.delivery.smtp_session import (
+    SessionLost,
+    SessionRefused,
+    SmtpSession,
+    TlsUnavailable,
 )
 
 MAX_REPLY = 512
@@ -63,6 +69,9 @@ class Envelope:
     mail_from: str
     rcpt_to: str
     data: bytes
+    # The producer guarantees CRLF line ends (content.mime builds every message so):
+    # the transport then skips scanning 20 KB for stray CR or LF before dot-stuffing.
+    crlf_clean: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,23 +100,6 @@ def redact_reply(text: str, addresses: Sequence[str]) -> str:
     return line
 
 
-class _Connection:
-    def __init__(self, client: aiosmtplib.SMTP) -> None:
-        self.client = client
-        self.sent = 0
-        ssl_object = client.get_transport_info("ssl_object")
-        self.tls_version: str | None = ssl_object.version() if ssl_object else None
-        cipher = ssl_object.cipher() if ssl_object else None
-        self.tls_cipher: str | None = cipher[0] if cipher else None
-
-    async def close(self) -> None:
-        try:
-            if self.client.is_connected:
-                await self.client.quit()
-        except (aiosmtplib.SMTPException, OSError):
-            self.client.close()
-
-
 class SmtpTransport:
     name = "smtp"
     method = "tls_relay"
@@ -115,117 +107,86 @@ class SmtpTransport:
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
         self._ctx = config.context()
-        self._idle: list[_Connection] = []
+        self._idle: list[SmtpSession] = []
         self._slots = asyncio.Semaphore(config.pool_size)
 
-    async def _open(self) -> _Connection | Outcome:
+    async def _open(self) -> SmtpSession | Outcome:
         c = self.config
-        client = aiosmtplib.SMTP(
-            hostname=c.host,
-            port=c.port,
-            use_tls=c.tls == "implicit",
-            start_tls=False,
-            tls_context=self._ctx,
-            validate_certs=True,
-            timeout=c.timeout,
-            local_hostname=c.local_hostname,
-        )
-        phase: Phase = "connect"
         try:
-            await client.connect()
-            sock = client.get_transport_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if c.tls == "starttls":
-                phase = "tls"
-                await client.ehlo()
-                if not client.supports_extension("starttls"):
-                    client.close()
-                    return tls_unavailable()
-                await client.starttls()
-            if c.username is not None:
-                await client.login(c.username, c.password or "")
-        except ssl.SSLError:
-            client.close()
-            return classify_error("tls", "tls")
-        except aiosmtplib.SMTPResponseException as exc:
-            client.close()
-            return classify_reply(phase, exc.code, exc.message)
-        except aiosmtplib.SMTPTimeoutError:
-            client.close()
-            return classify_error(phase, "timeout")
-        except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected, OSError) as exc:
-            client.close()
+            session = await SmtpSession.open(
+                c.host,
+                c.port,
+                tls=c.tls,
+                context=self._ctx,
+                timeout=c.timeout,
+                local_hostname=c.local_hostname,
+                username=c.username,
+                password=c.password,
+            )
+        except TlsUnavailable:
+            return tls_unavailable()
+        except SessionRefused as exc:
+            return session_refused(exc.step, exc.reply.code, exc.reply.text)
+        except TimeoutError:
+            return classify_error("connect", "timeout")
+        except SessionLost as exc:
+            return classify_error("tls" if _is_tls_failure(exc) else "connect", "lost")
+        except OSError as exc:  # ssl.SSLError is an OSError: check the chain first
             if _is_tls_failure(exc):
                 return classify_error("tls", "tls")
-            return classify_error(phase, "connect" if phase == "connect" else "lost")
-        except aiosmtplib.SMTPException:
-            client.close()
-            return classify_error(phase, "tls" if phase == "tls" else "lost")
-        conn = _Connection(client)
-        if conn.tls_version is None:  # cannot happen after STARTTLS or implicit TLS
-            await conn.close()
+            return classify_error("connect", "connect")
+        if session.tls_version is None:  # cannot happen after STARTTLS or implicit TLS
+            session.abort()
             return tls_unavailable()
-        return conn
+        return session
 
     async def send(self, envelope: Envelope) -> Attempt:
         async with self._slots:
-            conn = self._idle.pop() if self._idle else None
-            if conn is not None:
-                attempt, reusable = await self._transact(conn, envelope)
+            while self._idle:
+                session = self._idle.pop()
+                if not session.usable:
+                    session.abort()
+                    continue
+                attempt, reusable = await self._transact(session, envelope)
                 # A relay closes idle connections whenever it likes; a pooled connection
                 # found dead before MAIL was answered is no news about the message.
                 if attempt.outcome.reason != "lost_before_data" or attempt.outcome.phase != "mail":
-                    return await self._release(conn, attempt, reusable)
+                    return await self._release(session, attempt, reusable)
             opened = await self._open()
             if isinstance(opened, Outcome):
                 return Attempt(opened)
             attempt, reusable = await self._transact(opened, envelope)
             return await self._release(opened, attempt, reusable)
 
-    async def _release(self, conn: _Connection, attempt: Attempt, reusable: bool) -> Attempt:
-        if reusable and conn.sent < self.config.max_messages_per_connection:
-            self._idle.append(conn)
+    async def _release(self, session: SmtpSession, attempt: Attempt, reusable: bool) -> Attempt:
+        if reusable and session.sent < self.config.max_messages_per_connection:
+            self._idle.append(session)
+        elif reusable:
+            await session.quit()
         else:
-            await conn.close()
+            session.abort()
         return attempt
 
-    async def _transact(self, conn: _Connection, env: Envelope) -> tuple[Attempt, bool]:
-        client = conn.client
-        phase: Phase = "mail"
-        redact = (env.rcpt_to, env.mail_from)
+    async def _transact(self, session: SmtpSession, env: Envelope) -> tuple[Attempt, bool]:
         try:
-            await client.mail(env.mail_from)
-            phase = "rcpt"
-            await client.rcpt(env.rcpt_to)
-            phase = "after_data"
-            response = await client.data(env.data)
-        except aiosmtplib.SMTPResponseException as exc:
-            # A refused MAIL or RCPT leaves a transaction open; DATA's reply ends it.
-            reply_phase: Phase = "data" if phase == "after_data" else phase
-            outcome = classify_reply(reply_phase, exc.code, exc.message)
-            reusable = exc.code != 421
-            if reusable and reply_phase != "data":
-                try:
-                    await client.rset()
-                except aiosmtplib.SMTPException:
-                    reusable = False
-            reply = redact_reply(f"{exc.code} {exc.message}", redact)
-            return Attempt(outcome, reply, conn.tls_version, conn.tls_cipher), reusable
-        except aiosmtplib.SMTPTimeoutError:
-            client.close()
-            return Attempt(classify_error(phase, "timeout"), "", conn.tls_version), False
-        except (aiosmtplib.SMTPException, OSError):
-            client.close()
-            return Attempt(classify_error(phase, "lost"), "", conn.tls_version), False
-        conn.sent += 1
-        outcome = classify_reply("data", response.code, response.message)
-        reply = redact_reply(f"{response.code} {response.message}", redact)
-        return Attempt(outcome, reply, conn.tls_version, conn.tls_cipher), True
+            result = await session.transaction(
+                env.mail_from, env.rcpt_to, env.data, crlf_clean=env.crlf_clean
+            )
+        except ValueError:
+            return Attempt(invalid_address(), "", session.tls_version, session.tls_cipher), True
+        if result.reply is None:
+            assert result.error is not None
+            outcome = classify_error(result.phase, result.error)
+            return Attempt(outcome, "", session.tls_version, session.tls_cipher), False
+        reply = result.reply
+        phase = "data" if result.phase == "after_data" else result.phase
+        outcome = classify_reply(phase, reply.code, reply.text)
+        text = redact_reply(str(reply), (env.rcpt_to, env.mail_from))
+        return Attempt(outcome, text, session.tls_version, session.tls_cipher), result.reusable
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
-        await asyncio.gather(*(conn.close() for conn in idle))
+        await asyncio.gather(*(session.quit() for session in idle))
 
 
 def _is_tls_failure(exc: BaseException) -> bool:

@@ -51,7 +51,7 @@ from carepost.delivery.models import (
     DeliveryAttempt,
     OutboxMessage,
 )
-from carepost.delivery.outcome import Outcome
+from carepost.delivery.outcome import ALERTS, Outcome
 from carepost.delivery.smtp import Attempt, Envelope
 from carepost.delivery.transport import Transport
 
@@ -376,7 +376,7 @@ class Worker:
             kit_from = self._kits[p.claimed.campaign_id or ""].return_path
             async with slots:
                 return await self.transport.send(
-                    Envelope(kit_from, p.composed.rcpt, p.composed.data)
+                    Envelope(kit_from, p.composed.rcpt, p.composed.data, crlf_clean=True)
                 )
 
         return list(await asyncio.gather(*(one(p) for p in prepared)))
@@ -431,7 +431,7 @@ class Worker:
                 }
             )
             changes.append((p.claimed.id, nxt.state, nxt.reason))
-            if outcome.tls_alert:
+            if outcome.alert is not None:
                 alerts[outcome.reason] += 1
             if outcome.bounce == "hard":
                 hard_bounces.append((p.claimed.contact_id, p.composed.rcpt, p.claimed.id))
@@ -445,7 +445,7 @@ class Worker:
                     at=at,
                     kind=kind,
                     count=count,
-                    detail="no message was sent in plaintext; check the relay's TLS",
+                    detail=ALERTS[kind],
                 )
             )
         for contact_id, rcpt, outbox_id in hard_bounces:

@@ -1,0 +1,372 @@
+"""One SMTP client connection on asyncio: TLS first, then pipelined mail transactions.
+
+Why carepost speaks SMTP itself rather than through aiosmtplib (measured, see
+docs/benchmarks.md, "Delivery engine"): aiosmtplib has no RFC 2920 pipelining (its
+protocol drops replies if commands are written before the previous reply is read), so
+every message costs four round trips (MAIL, RCPT, DATA, body), each awaited through its
+own timer task, and it runs two regular expressions over every body (line ends and dot
+stuffing) that a CRLF-clean 26 KB message does not need. Together that was about half of
+a worker's time per message. Here MAIL, RCPT and DATA go out in one write when the relay
+announces PIPELINING, a reply costs a deque append, and the body is dot-stuffed with one
+`bytes.replace`.
+
+TLS is never optional in this module: a session is either implicit TLS (RFC 8314) or
+upgrades with STARTTLS before anything but EHLO is said, with the caller's verifying
+context. Replies that arrive unasked before the TLS handshake are refused (the STARTTLS
+command-injection attack, CVE-2011-0411's class): they could be a forgery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import ssl
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+from carepost.delivery import smtp_wire
+from carepost.delivery.smtp_wire import ProtocolError, Reply
+
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+
+Phase = Literal["mail", "rcpt", "data"]
+_PHASES: tuple[Phase, Phase, Phase] = ("mail", "rcpt", "data")
+
+
+def _accepted(phase: Phase, reply: Reply) -> bool:
+    return reply.code == 354 if phase == "data" else reply.ok
+
+
+class SessionLost(Exception):
+    """The connection closed or broke."""
+
+
+class SessionRefused(Exception):
+    """The server refused the session (greeting, EHLO, STARTTLS or AUTH)."""
+
+    def __init__(self, step: str, reply: Reply) -> None:
+        super().__init__(f"{step} refused with {reply.code}")
+        self.step = step
+        self.reply = reply
+
+
+class TlsUnavailable(Exception):
+    """STARTTLS mode, and the server does not offer STARTTLS."""
+
+
+@dataclass(frozen=True)
+class TransactionResult:
+    """Where a mail transaction ended and the reply that ended it, if any.
+
+    `phase` follows delivery.outcome: "mail", "rcpt" and "data" (the DATA command itself
+    or the reply after the body) carry a reply; "after_data" with `error` set means the
+    body's final dot went out and no reply came.
+    """
+
+    phase: Phase | Literal["after_data"]
+    reply: Reply | None
+    error: Literal["timeout", "lost"] | None = None
+    reusable: bool = True
+
+
+class _Wire(asyncio.Protocol):
+    """Bytes in, replies queued; waiters woken. No per-reply task or timer."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = smtp_wire.ReplyParser()
+        self.replies: deque[Reply] = deque()
+        self.closed = False
+        self.error: ProtocolError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._can_write: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.replies.extend(self.parser.feed(data))
+        except ProtocolError as exc:
+            self.error = exc
+            if self.transport is not None:
+                self.transport.abort()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._wake()
+        if self._can_write is not None and not self._can_write.done():
+            self._can_write.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._can_write = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._can_write is not None and not self._can_write.done():
+            self._can_write.set_result(None)
+        self._can_write = None
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def reply(self) -> Reply:
+        while not self.replies:
+            if self.error is not None:
+                raise SessionLost("the server's reply was not SMTP") from self.error
+            if self.closed:
+                raise SessionLost("the connection closed")
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        return self.replies.popleft()
+
+    def write(self, data: bytes) -> None:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            raise SessionLost("the connection closed")
+        self.transport.write(data)
+
+    async def drained(self) -> None:
+        """Large bodies: wait while the transport's buffer is over its high-water mark."""
+        if self._can_write is not None:
+            await self._can_write
+
+
+class SmtpSession:
+    """A connected, encrypted, greeted (and, if configured, authenticated) session."""
+
+    def __init__(self, wire: _Wire, ext: dict[str, str], timeout: float) -> None:
+        self._wire = wire
+        self.extensions = ext
+        self.timeout = timeout
+        self.pipelining = "PIPELINING" in ext
+        self.announces_size = "SIZE" in ext
+        self.sent = 0
+        transport = wire.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport else None
+        self.tls_version: str | None = ssl_object.version() if ssl_object else None
+        cipher = ssl_object.cipher() if ssl_object else None
+        self.tls_cipher: str | None = cipher[0] if cipher else None
+
+    @classmethod
+    async def open(
+        cls,
+        host: str,
+        port: int,
+        *,
+        tls: Literal["starttls", "implicit"],
+        context: ssl.SSLContext,
+        timeout: float,
+        local_hostname: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> SmtpSession:
+        """Raises OSError (no connection), ssl.SSLError (TLS failed), TimeoutError,
+        TlsUnavailable, SessionRefused or SessionLost. Nothing of a message is sent."""
+        loop = asyncio.get_running_loop()
+        wire = _Wire()
+        name = local_hostname or _local_name()
+        async with asyncio.timeout(timeout):
+            if tls == "implicit":
+                await loop.create_connection(
+                    lambda: wire,
+                    host,
+                    port,
+                    ssl=context,
+                    server_hostname=host,
+                    ssl_handshake_timeout=timeout,
+                )
+            else:
+                await loop.create_connection(lambda: wire, host, port)
+        try:
+            _nodelay(wire)
+            async with asyncio.timeout(timeout):
+                await _expect(wire, "greeting", 220)
+                ext = await _ehlo(wire, name)
+                if tls == "starttls":
+                    if "STARTTLS" not in ext:
+                        raise TlsUnavailable
+                    wire.write(b"STARTTLS\r\n")
+                    await _expect(wire, "starttls", 220)
+                    if wire.replies or wire.parser.pending:
+                        # Anything read now was sent in plaintext and would be taken as
+                        # an answer once encrypted: a TLS failure, not a lost line.
+                        raise ssl.SSLError("the server sent data before the TLS handshake")
+                    assert wire.transport is not None
+                    upgraded = await loop.start_tls(
+                        wire.transport,
+                        wire,
+                        context,
+                        server_hostname=host,
+                        ssl_handshake_timeout=timeout,
+                    )
+                    if upgraded is None:
+                        raise SessionLost("the TLS upgrade returned no transport")
+                    assert isinstance(upgraded, asyncio.Transport)
+                    wire.transport = upgraded
+                    ext = await _ehlo(wire, name)
+                if username is not None:
+                    await _authenticate(wire, ext, username, password or "")
+        except BaseException:
+            if wire.transport is not None:
+                wire.transport.abort()
+            raise
+        return cls(wire, ext, timeout)
+
+    @property
+    def usable(self) -> bool:
+        """Still open, and nothing arrived unasked while idle (a relay's 421 before it
+        hangs up would otherwise be read as the next message's answer)."""
+        wire = self._wire
+        return (
+            not wire.closed and wire.error is None and not wire.replies and not wire.parser.pending
+        )
+
+    async def transaction(
+        self, mail_from: str, rcpt_to: str, data: bytes, *, crlf_clean: bool = False
+    ) -> TransactionResult:
+        """One message. Raises ValueError (before writing anything) for an address that
+        cannot be put in a command."""
+        commands = (
+            smtp_wire.mail_from(mail_from, len(data) if self.announces_size else None),
+            smtp_wire.rcpt_to(rcpt_to),
+            b"DATA\r\n",
+        )
+        payload = smtp_wire.data_payload(data, crlf_clean=crlf_clean)
+        wire = self._wire
+        replies: list[Reply] = []
+        error: Literal["timeout", "lost"] | None = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                if self.pipelining:
+                    wire.write(b"".join(commands))
+                for phase, command in zip(_PHASES, commands, strict=True):
+                    if not self.pipelining:
+                        wire.write(command)
+                    reply = await wire.reply()
+                    replies.append(reply)
+                    if not self.pipelining and not _accepted(phase, reply):
+                        break
+        except TimeoutError:
+            error = "timeout"
+        except SessionLost:
+            error = "lost"
+        for phase, reply in zip(_PHASES, replies, strict=False):
+            if not _accepted(phase, reply):
+                return await self._end_refused(phase, reply, replies, alive=error is None)
+        if error is not None:
+            return self._broken(_PHASES[len(replies)], error)
+        try:
+            wire.write(payload)
+        except SessionLost:  # closed after 354, before a byte of the body left
+            return self._broken("data", "lost")
+        try:
+            async with asyncio.timeout(self.timeout):
+                await wire.drained()
+                final = await wire.reply()
+        except TimeoutError:
+            return self._broken("after_data", "timeout")
+        except SessionLost:
+            return self._broken("after_data", "lost")
+        if final.ok:
+            self.sent += 1
+        reusable = final.code != 421
+        if not reusable:
+            self.abort()
+        return TransactionResult("data", final, reusable=reusable)
+
+    async def _end_refused(
+        self, phase: Phase, reply: Reply, replies: list[Reply], *, alive: bool
+    ) -> TransactionResult:
+        """A refused MAIL, RCPT or DATA: leave the session clean for the next message.
+        If a pipelining server still said 354 to DATA, the lone dot ends an empty body
+        (no recipient was accepted, so nothing is delivered); then RSET."""
+        reusable = alive and reply.code != 421
+        if reusable:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    if len(replies) == 3 and replies[2].code == 354:
+                        self._wire.write(b".\r\n")
+                        await self._wire.reply()
+                    self._wire.write(b"RSET\r\n")
+                    reusable = (await self._wire.reply()).ok
+            except (TimeoutError, SessionLost):
+                reusable = False
+        if not reusable:
+            self.abort()
+        return TransactionResult(phase, reply, reusable=reusable)
+
+    def _broken(
+        self, phase: Phase | Literal["after_data"], error: Literal["timeout", "lost"]
+    ) -> TransactionResult:
+        self.abort()
+        return TransactionResult(phase, None, error, reusable=False)
+
+    async def quit(self) -> None:
+        try:
+            async with asyncio.timeout(min(self.timeout, 5.0)):
+                self._wire.write(b"QUIT\r\n")
+                await self._wire.reply()
+        except (TimeoutError, SessionLost, OSError):
+            pass
+        self.abort()
+
+    def abort(self) -> None:
+        if self._wire.transport is not None:
+            self._wire.transport.abort()
+
+
+async def _expect(wire: _Wire, step: str, code: int) -> Reply:
+    reply = await wire.reply()
+    if reply.code != code:
+        raise SessionRefused(step, reply)
+    return reply
+
+
+async def _ehlo(wire: _Wire, name: str) -> dict[str, str]:
+    wire.write(f"EHLO {name}\r\n".encode("ascii"))
+    reply = await wire.reply()
+    if reply.ok:
+        return smtp_wire.extensions(reply)
+    if reply.code >= 500:  # an old server: HELO, and no extensions (so no STARTTLS)
+        wire.write(f"HELO {name}\r\n".encode("ascii"))
+        await _expect(wire, "helo", 250)
+        return {}
+    raise SessionRefused("ehlo", reply)
+
+
+async def _authenticate(wire: _Wire, ext: dict[str, str], username: str, password: str) -> None:
+    mechanisms = set(ext.get("AUTH", "").upper().split())
+    if "PLAIN" in mechanisms:
+        wire.write(smtp_wire.auth_plain(username, password))
+        await _expect(wire, "auth", 235)
+    elif "LOGIN" in mechanisms:
+        wire.write(b"AUTH LOGIN\r\n")
+        await _expect(wire, "auth", 334)
+        wire.write(smtp_wire.auth_login_step(username))
+        await _expect(wire, "auth", 334)
+        wire.write(smtp_wire.auth_login_step(password))
+        await _expect(wire, "auth", 235)
+    else:
+        raise SessionRefused("auth", Reply(504, ("no AUTH PLAIN or LOGIN offered",)))
+
+
+def _nodelay(wire: _Wire) -> None:
+    """Commands are small and pipelined groups are written whole: Nagle would only hold
+    them back. (asyncio usually sets this already; being explicit costs nothing.)"""
+    sock = wire.transport.get_extra_info("socket") if wire.transport else None
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _local_name() -> str:
+    """EHLO's name: the host name if it is a plausible domain, else an address literal.
+    Not getfqdn(): that can wait on DNS for every new connection."""
+    name = socket.gethostname()
+    return name if _HOST_NAME.match(name) else "[127.0.0.1]"
