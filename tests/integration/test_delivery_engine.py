@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import hashlib
+import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from random import Random
@@ -140,12 +141,14 @@ def test_campaign_is_gated_signed_sent_and_evidenced(
         )
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-        archived = open_sealed(
+        packed = open_sealed(
             AESGCM(cipher_key),
             bytes(archive[outbox_id].body),
             aad("message_archive", "body", f"{outbox_id}.1", k.dek_version),
         )
-        assert archived == got.data
+        assert archive[outbox_id].codec == "zlib"
+        assert len(packed) < len(got.data)
+        assert zlib.decompress(packed) == got.data
     with transaction(workspace.engine) as s:
         denied = next(c for c in sc.contact_ids if c not in sc.authorized)
         why = consent.explain(s, contact_id=denied, campaign_id=sc.campaign_id)

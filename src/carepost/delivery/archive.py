@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -45,8 +47,23 @@ def read_sent(
     contact = opened.get(row.contact_id)
     if contact is None or contact.dek_version != archived.dek_version:
         raise NotArchived(f"message {outbox_id} can no longer be read (contact shredded)")
-    return open_sealed(
+    packed = open_sealed(
         contact.cipher,
         bytes(archived.body),
         aad("message_archive", "body", f"{outbox_id}.{archived.attempt}", archived.dek_version),
     )
+    return unpack(archived.codec, packed)
+
+
+def pack(data: bytes) -> bytes:
+    """What a worker seals: level 1 is a fifth of the size for a fraction of the time of
+    a higher level (the body is mostly base64, which deflate gains little more on)."""
+    return zlib.compress(data, 1)
+
+
+def unpack(codec: str, packed: bytes) -> bytes:
+    if codec == "zlib":
+        return zlib.decompress(packed)
+    if codec == "raw":
+        return packed
+    raise NotArchived(f"unknown archive codec {codec!r}")

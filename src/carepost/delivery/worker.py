@@ -12,6 +12,13 @@
    states, evidence, suppression of hard bounces, alerts, campaign completion.
 
 Nothing per recipient makes its own database round trip.
+
+A worker runs `pipelines` (default 2) such batches at once in one event loop, so one
+batch's SMTP conversations go on while the next is prepared: preparing yields to the
+loop every few messages and waits for signatures without blocking it. Database work of
+the pipelines is serialised by one asyncio lock (SQLite has one writer; a blocking wait
+for it inside the loop would stall the other pipeline's sends). The crash bound grows
+with it: at most `pipelines` batches are in flight, see docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -43,8 +50,8 @@ from carepost.content.tokens import TokenSigner
 from carepost.crypto.envelope import aad, seal
 from carepost.crypto.keyring import KeyRing
 from carepost.db import bulk_insert, driver_value, transaction
-from carepost.delivery import dkim, machine, outbox
-from carepost.delivery.compose import CampaignKit, Composed, compose, finish
+from carepost.delivery import archive, dkim, machine, outbox
+from carepost.delivery.compose import CampaignKit, Composed, Draft, compose, finish
 from carepost.delivery.models import (
     ArchivedMessage,
     DeliveryAlert,
@@ -61,6 +68,7 @@ class WorkerConfig:
     batch_size: int = 200
     lease: timedelta = timedelta(minutes=5)
     concurrency: int = 16
+    pipelines: int = 2
     retry: machine.RetryPolicy = field(default_factory=machine.RetryPolicy)
     public_url: str = ""
     track: bool = True
@@ -87,6 +95,19 @@ class _Prepared:
     claimed: outbox.Claimed
     composed: Composed
     attempt_no: int
+
+
+# Messages composed between yields to the event loop while preparing: often enough that a
+# reply waiting on another pipeline's connection is read within about 10 ms.
+YIELD_EVERY = 32
+
+_Packed = tuple[Composed, bytes]
+
+
+def _finish_and_pack(draft: Draft, kit: CampaignKit) -> _Packed:
+    """On the helper thread: signature, hash and archive compression all release the GIL."""
+    composed = finish(draft, kit.signer)
+    return composed, archive.pack(composed.data)
 
 
 def worker_name() -> str:
@@ -147,29 +168,33 @@ class Worker:
 
         return asyncio.run(once())
 
-    async def run_batch_async(self) -> BatchReport:
+    async def run_batch_async(self, db: asyncio.Lock | None = None) -> BatchReport:
+        """One batch. `db` serialises the database work of batches run side by side."""
+        db = db or asyncio.Lock()
         report = BatchReport()
-        with transaction(self.engine) as session:
-            claimed = outbox.claim(
-                session,
-                worker=self.name,
-                at=self.clock(),
-                limit=self.config.batch_size,
-                lease=self.config.lease,
-                policy=self.config.retry,
-            )
-        report.claimed = len(claimed)
-        if not claimed:
-            return report
-        with transaction(self.engine) as session:
-            prepared = self._prepare(session, claimed, report)
+        async with db:
+            with transaction(self.engine) as session:
+                claimed = outbox.claim(
+                    session,
+                    worker=self.name,
+                    at=self.clock(),
+                    limit=self.config.batch_size,
+                    lease=self.config.lease,
+                    policy=self.config.retry,
+                )
+            report.claimed = len(claimed)
+            if not claimed:
+                return report
+            with transaction(self.engine) as session:
+                prepared = await self._prepare(session, claimed, report)
         if not prepared:
             return report
         if self._on_handoff is not None:
             self._on_handoff()
         attempts = await self._send_all(prepared)
-        with transaction(self.engine) as session:
-            self._record(session, prepared, attempts, report)
+        async with db:
+            with transaction(self.engine) as session:
+                self._record(session, prepared, attempts, report)
         return report
 
     def run(
@@ -184,21 +209,26 @@ class Worker:
 
         async def loop() -> BatchReport:
             total = BatchReport()
-            try:
+            db = asyncio.Lock()
+
+            async def pipeline() -> None:
                 while not (stop and stop()):
-                    report = await self.run_batch_async()
+                    report = await self.run_batch_async(db)
                     total.add(report)
                     if report.claimed == 0:
                         if until_idle:
-                            break
+                            return
                         await asyncio.sleep(idle_sleep)
+
+            try:
+                await asyncio.gather(*(pipeline() for _ in range(max(1, self.config.pipelines))))
             finally:
                 await self.transport.close()
             return total
 
         return asyncio.run(loop())
 
-    def _prepare(
+    async def _prepare(
         self, session: Session, claimed: list[outbox.Claimed], report: BatchReport
     ) -> list[_Prepared]:
         at = self.clock()
@@ -208,7 +238,7 @@ class Worker:
             if c.id in held and c.campaign_id is not None:
                 by_campaign[c.campaign_id].append(c)
         prepared: list[_Prepared] = []
-        pending: list[tuple[outbox.Claimed, int, phi.OpenedContact, Future[Composed]]] = []
+        pending: list[tuple[outbox.Claimed, int, phi.OpenedContact, Future[_Packed]]] = []
         denied: list[outbox.Claimed] = []
         no_address: list[outbox.Claimed] = []
         archive_rows: list[tuple[object, ...]] = []
@@ -240,7 +270,9 @@ class Worker:
                 details={"campaign_id": campaign_id, "gate_run": decided.run_id},
                 clock=lambda: at,
             )
-            for row in allowed:
+            for n, row in enumerate(allowed):
+                if n % YIELD_EVERY == YIELD_EVERY - 1:
+                    await asyncio.sleep(0)  # let the other pipeline's replies in
                 contact = opened.get(row.contact_id)
                 draft = (
                     compose(
@@ -261,19 +293,20 @@ class Worker:
                     continue
                 attempt_no = row.attempts + 1
                 pending.append(
-                    (row, attempt_no, contact, self._signing.submit(finish, draft, kit.signer))
+                    (row, attempt_no, contact, self._signing.submit(_finish_and_pack, draft, kit))
                 )
         for row, attempt_no, contact, future in pending:
-            composed = future.result()
+            composed, packed = await asyncio.wrap_future(future)
             prepared.append(_Prepared(row, composed, attempt_no))
             archive_rows.append(
                 (
                     row.id,
                     attempt_no,
                     contact.dek_version,
+                    "zlib",
                     seal(
                         contact.cipher,
-                        composed.data,
+                        packed,
                         aad(
                             "message_archive", "body", f"{row.id}.{attempt_no}", contact.dek_version
                         ),
@@ -334,7 +367,7 @@ class Worker:
             bulk_insert(
                 session,
                 ArchivedMessage.__table__,
-                ("outbox_id", "attempt", "dek_version", "body"),
+                ("outbox_id", "attempt", "dek_version", "codec", "body"),
                 archive_rows,
             )
         report.handed_off += len(prepared)

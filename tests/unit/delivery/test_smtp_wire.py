@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -33,7 +34,7 @@ def test_replies_split_anywhere_parse_the_same(cuts: list[int]) -> None:
     parser = ReplyParser()
     got: list[Reply] = []
     edges = [0, *sorted(cuts), len(STREAM)]
-    for a, b in zip(edges, edges[1:], strict=False):
+    for a, b in itertools.pairwise(edges):
         got += parser.feed(STREAM[a:b])
     assert got == EXPECTED
     assert not parser.pending
@@ -87,7 +88,7 @@ def test_extensions_from_ehlo() -> None:
     ],
 )
 def test_addresses_that_would_break_a_command(address: str) -> None:
-    with pytest.raises(ValueError) as caught:
+    with pytest.raises(ValueError, match="envelope address") as caught:
         smtp_wire.rcpt_to(address)
     if address:
         assert address not in str(caught.value)  # addresses are PHI
@@ -118,7 +119,8 @@ def test_dot_stuffing() -> None:
 def test_payload_always_round_trips_to_crlf_text(message: bytes) -> None:
     payload = smtp_wire.data_payload(message)
     # No line of the payload but the last is a lone dot: the message cannot end early.
-    assert b"\r\n.\r\n" not in payload[:-3] and not payload[:-3].startswith(b".\r\n")
+    assert b"\r\n.\r\n" not in payload[:-3]
+    assert not payload[:-3].startswith(b".\r\n")
     assert re.search(rb"\r(?!\n)|(?<!\r)\n", payload) is None
     normalised = re.sub(rb"\r\n|\r|\n", b"\r\n", message)
     if not normalised.endswith(b"\r\n"):
