@@ -81,3 +81,26 @@ def progress_bar(total: int, label: str) -> tuple[Progress, Callable[[int], None
     )
     task = bar.add_task(label, total=total)
     return bar, lambda n: bar.advance(task, n)
+
+
+def progress_counter(label: str) -> tuple[Progress, Callable[[int], None]]:
+    """A transient line on stderr for work whose size is not known up front: the label and
+    a running count, redrawn at each advance (hidden when stderr is not a terminal). It
+    has no refresh thread, so it can stay up while the code under it forks (the segment
+    snapshot's decrypt workers): a thread writing to stderr at fork time could leave a
+    lock held in the child."""
+    bar = Progress(
+        TextColumn(label),
+        TextColumn("{task.completed:,.0f}"),
+        console=err,
+        transient=True,
+        auto_refresh=False,
+        disable=not err.is_terminal,
+    )
+    task = bar.add_task(label, total=None)
+
+    def advance(n: int) -> None:
+        bar.advance(task, n)
+        bar.refresh()
+
+    return bar, advance

@@ -7,6 +7,7 @@ import json
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 from carepost.config import Settings
 from cli_runner import CarepostCli
@@ -149,3 +150,72 @@ def test_worker_refuses_to_start_without_a_public_url(carepost: CarepostCli) -> 
     run = cli("worker", "--until-idle", check=False)
     assert run.returncode == 2
     assert "CAREPOST_PUBLIC_URL" in run.stderr
+
+
+def test_every_delivery_command_prints_json_and_nothing_else(
+    carepost: CarepostCli, tmp_path: Path
+) -> None:
+    """Issue 5's commands with --json: stdout is one JSON document (json.loads fails on
+    anything printed beside it), bars and messages go to stderr. Several worker processes
+    share the queue through the null transport."""
+    cli = carepost
+    cli.env["CAREPOST_PUBLIC_URL"] = "https://mail.clinic.example"
+    cli.env["CAREPOST_TRANSPORT"] = "null"
+    cli.env["CAREPOST_WORKER_BATCH_SIZE"] = "10"
+    cli("init")
+    cli("demo-data", "--contacts", "60", "--seed", "4")
+    cli("segment", "save", "adults", "age >= 18")
+    cli(
+        "sender",
+        "add",
+        "clinic",
+        "--from-name",
+        "Example Clinic",
+        "--from-address",
+        "care@clinic.example",
+        "--postal-address",
+        "1 Example Way, Springfield MA",
+        "--organization",
+        "Example Clinic",
+    )
+
+    def run(*args: str) -> Any:
+        return json.loads(cli(*args, "--json").stdout)
+
+    good = tmp_path / "good.toml"
+    good.write_text(TEMPLATE)
+    assert run("template", "check", str(good)) == {"ok": True, "problems": []}
+    assert run("template", "add", str(good))["name"] == "visit-reminder"
+    created = run(
+        "campaign",
+        "create",
+        "--name",
+        "Reminders",
+        "--segment",
+        "adults",
+        "--template",
+        "visit-reminder",
+        "--sender",
+        "clinic",
+        "--topic",
+        "reminders",
+    )
+    assert created["status"] == "draft"
+    campaign = created["id"]
+    recipients = run("campaign", "start", campaign)["recipients"]
+    assert recipients > 20
+    assert run("campaign", "pause", campaign) == {"id": campaign, "status": "paused"}
+    paused = run("worker", "--until-idle")
+    assert paused["claimed"] == 0  # a paused campaign's messages stay queued
+    assert run("campaign", "resume", campaign) == {"id": campaign, "status": "running"}
+    ran = run("worker", "--processes", "2", "--until-idle")
+    assert ran["claimed"] == recipients
+    assert ran["results"] == {"sent": recipients}
+    status = run("campaign", "status", campaign)
+    assert (status["status"], status["states"]) == ("done", {"sent": recipients})
+    listed = run("outbox", "list", "--campaign", campaign, "--limit", "1000")
+    assert len(listed) == recipients
+    shown = run("outbox", "show", listed[0]["id"])
+    assert (shown["state"], shown["sent_message"]) == ("sent", None)
+    proof = run("message", "evidence", listed[0]["id"])
+    assert proof["attempts"][0]["method"] == "null"

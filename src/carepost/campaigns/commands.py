@@ -12,7 +12,17 @@ from sqlalchemy import select
 from carepost.audit.actor import Actor
 from carepost.campaigns import service
 from carepost.campaigns.models import Campaign
-from carepost.cli_support import DataDir, JsonFlag, actor_of, emit_json, fail, out, workspace
+from carepost.cli_support import (
+    DataDir,
+    JsonFlag,
+    actor_of,
+    emit_json,
+    fail,
+    out,
+    progress_bar,
+    progress_counter,
+    workspace,
+)
 from carepost.content.service import latest_template
 from carepost.db import transaction
 from carepost.workspace import Workspace
@@ -126,7 +136,7 @@ def campaign_create(
 
 def start(ws: Workspace, campaign_id: str, actor: Actor) -> Campaign:
     """Freeze the segment's membership now and write the outbox (the command's work, also
-    used by the demo)."""
+    used by the demo), with feedback on stderr while it runs."""
     from carepost.segments.service import (
         SegmentEngine,
         freeze_membership,
@@ -142,21 +152,38 @@ def start(ws: Workspace, campaign_id: str, actor: Actor) -> Campaign:
         if campaign.status != "draft":
             raise service.CampaignError(f"cannot start a campaign that is {campaign.status}")
         segment = get_segment(session, campaign.segment)
-    engine.refresh(force=True)
-    with transaction(ws.engine) as session:
-        segment = get_segment(session, campaign.segment)
-        freeze = freeze_membership(
-            session,
-            segment,
-            at=datetime.now(UTC),
-            actor=actor,
-            campaign_id=campaign_id,
-            snapshot=engine.snapshot,
-        )
-        members = frozen_members(session, freeze.id)
-        return service.start_campaign(
-            session, campaign_id, members=members, membership_ref=freeze.id, actor=actor
-        )
+    # The audience size is known only once the segment is evaluated, so the first phase
+    # (snapshot build, evaluation, evidence rows) counts; the outbox phase gets a bar.
+    # The snapshot is built before the transaction: its audit entry commits on its own.
+    counter, frozen = progress_counter("freezing the audience")
+    counter.start()
+    try:
+        engine.refresh(force=True)
+        with transaction(ws.engine) as session:
+            segment = get_segment(session, campaign.segment)
+            freeze = freeze_membership(
+                session,
+                segment,
+                at=datetime.now(UTC),
+                actor=actor,
+                campaign_id=campaign_id,
+                snapshot=engine.snapshot,
+                progress=frozen,
+            )
+            members = frozen_members(session, freeze.id)
+            counter.stop()  # rich shows one live display at a time
+            bar, queued = progress_bar(len(members), "queueing messages")
+            with bar:
+                return service.start_campaign(
+                    session,
+                    campaign_id,
+                    members=members,
+                    membership_ref=freeze.id,
+                    actor=actor,
+                    progress=queued,
+                )
+    finally:
+        counter.stop()
 
 
 @campaign_app.command("start")

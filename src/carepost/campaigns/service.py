@@ -3,7 +3,7 @@ the transaction); starting a campaign freezes its audience and writes the outbox
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -161,9 +161,11 @@ def start_campaign(
     membership_ref: str,
     actor: Actor,
     clock: Clock = system_clock,
+    progress: Callable[[int], None] | None = None,
 ) -> Campaign:
     """`members` is the audience frozen at this moment (segments.freeze_membership gives
-    it and keeps the evidence under `membership_ref`); one outbox row each."""
+    it and keeps the evidence under `membership_ref`); one outbox row each. `progress`
+    gets the number of outbox rows of each chunk as it is written."""
     at = clock()
     campaign = _move(session, campaign_id, "start", at)
     campaign.started_at = at
@@ -175,6 +177,7 @@ def start_campaign(
         contact_ids=dict.fromkeys(members),
         lane=outbox.LANE_CAMPAIGN,
         at=start,
+        progress=progress,
     )
     audit.append(
         session,

@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from queue import Empty
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from carepost.audit import service as audit
-from carepost.cli_support import DataDir, JsonFlag, actor_of, emit_json, fail, out, workspace
+from carepost.cli_support import (
+    DataDir,
+    JsonFlag,
+    actor_of,
+    emit_json,
+    fail,
+    out,
+    progress_bar,
+    workspace,
+)
 from carepost.db import transaction
 from carepost.delivery import dkim
+
+if TYPE_CHECKING:
+    from multiprocessing.queues import Queue
+
+    from carepost.delivery.worker import BatchReport
 
 dkim_app = typer.Typer(no_args_is_help=True, help="DKIM signing keys.")
 
@@ -80,7 +96,7 @@ def keygen(
     out.print(f"{name} IN TXT {dkim.dns_txt_strings(record)}")
 
 
-# --- worker ----------------------------------------------------------------------------
+# --- worker ---------------------------------------------------------------------------
 def worker(
     processes: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
     until_idle: Annotated[bool, typer.Option(help="Exit when nothing is due.")] = False,
@@ -90,25 +106,38 @@ def worker(
     """Deliver queued messages until stopped (or until idle). Any number of workers, on
     any number of machines, may share one PostgreSQL database."""
     import multiprocessing
+    from datetime import UTC, datetime
 
     from carepost.consent.headers import PublicUrlError
+    from carepost.delivery import outbox
     from carepost.delivery.factory import DeliveryConfigError, worker_for
 
     with workspace(data_dir) as ws:
         try:
-            worker_for(ws)  # fail fast on settings before forking
+            policy = worker_for(ws).config.retry  # fail fast on settings before forking
         except (PublicUrlError, DeliveryConfigError) as exc:
             fail(str(exc), 2)
+        with transaction(ws.engine) as session:
+            due = outbox.count_due(session, at=datetime.now(UTC), policy=policy)
         data = ws.settings.data_dir
-    if processes == 1:
-        report = _run_worker(data, until_idle)
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(processes) as pool:
-            reports = pool.starmap(_run_worker, [(data, until_idle)] * processes)
-        report = reports[0]
-        for r in reports[1:]:
-            report.add(r)
+    bar, advance = progress_bar(due, "delivering")
+    with bar:
+        if processes == 1:
+            report = _run_worker(data, until_idle, lambda batch: advance(batch.claimed))
+        else:
+            # The children report each batch's claims over a queue, the same count the
+            # one-process bar advances by. Polling the database instead would also count
+            # other machines' workers and retries coming due, and cost queries meanwhile.
+            ctx = multiprocessing.get_context("spawn")
+            handled: Queue[int] = ctx.Queue()
+            with ctx.Pool(processes, initializer=_report_to, initargs=(handled,)) as pool:
+                running = pool.starmap_async(_run_worker, [(data, until_idle)] * processes)
+                while not running.ready():
+                    _drain(handled, advance, wait=0.5)
+                reports = running.get()
+            report = reports[0]
+            for r in reports[1:]:
+                report.add(r)
     payload = {
         "claimed": report.claimed,
         "denied": report.denied,
@@ -125,13 +154,40 @@ def worker(
         )
 
 
-def _run_worker(data_dir: Path, until_idle: bool) -> Any:
+# Set in each pool process by `_report_to`: where its batches' claim counts go.
+_handled: Queue[int] | None = None
+
+
+def _report_to(handled: Queue[int]) -> None:
+    global _handled
+    _handled = handled
+
+
+def _put_claims(batch: BatchReport) -> None:
+    if batch.claimed and _handled is not None:
+        _handled.put(batch.claimed)
+
+
+def _drain(handled: Queue[int], advance: Callable[[int], None], *, wait: float) -> None:
+    try:
+        advance(handled.get(timeout=wait))
+        while True:
+            advance(handled.get_nowait())
+    except Empty:
+        pass
+
+
+def _run_worker(
+    data_dir: Path, until_idle: bool, on_batch: Callable[[BatchReport], None] | None = None
+) -> BatchReport:
     from carepost.delivery.factory import worker_for
     from carepost.workspace import open_workspace
 
+    if on_batch is None and _handled is not None:
+        on_batch = _put_claims
     ws = open_workspace(data_dir)
     try:
-        return worker_for(ws).run(until_idle=until_idle)
+        return worker_for(ws).run(until_idle=until_idle, on_batch=on_batch)
     finally:
         ws.close()
 

@@ -10,11 +10,11 @@ executemany, never one round trip per recipient.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from carepost.campaigns.models import Campaign
@@ -54,8 +54,10 @@ def enqueue(
     contact_ids: Iterable[str],
     lane: int,
     at: datetime,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
-    """One queued row per contact, written in chunks (keyset order of the ids given)."""
+    """One queued row per contact, written in chunks (keyset order of the ids given);
+    `progress` gets the number of rows of each chunk once it is written."""
     table = OutboxMessage.__table__
     columns = (
         "id", "campaign_id", "contact_id", "lane", "state", "attempts", "unknown_retries",
@@ -72,8 +74,8 @@ def enqueue(
         )
         transitions.append((row_id, 0, "queued", at_value, None))
         if len(chunk) >= ENQUEUE_CHUNK:
-            total += _flush(session, columns, chunk, transitions)
-    return total + _flush(session, columns, chunk, transitions)
+            total += _flush(session, columns, chunk, transitions, progress)
+    return total + _flush(session, columns, chunk, transitions, progress)
 
 
 def _flush(
@@ -81,6 +83,7 @@ def _flush(
     columns: Sequence[str],
     rows: list[tuple[object, ...]],
     transitions: list[tuple[object, ...]],
+    progress: Callable[[int], None] | None,
 ) -> int:
     n = len(rows)
     bulk_insert(session, OutboxMessage.__table__, columns, rows)
@@ -92,6 +95,8 @@ def _flush(
     )
     rows.clear()
     transitions.clear()
+    if progress is not None and n:
+        progress(n)
     return n
 
 
@@ -191,15 +196,7 @@ def claim(
         OutboxMessage.unknown_retries,
         OutboxMessage.last_reason,
     )
-    is_due = (
-        OutboxMessage.state.in_(machine.DUE_STATES),
-        OutboxMessage.next_attempt_at <= at,
-        or_(
-            OutboxMessage.state != "unknown",
-            OutboxMessage.unknown_retries < policy.unknown_retries,
-            OutboxMessage.last_reason == LEASE_EXPIRED,
-        ),
-    )
+    is_due = _is_due(at, policy)
     order = (OutboxMessage.lane, OutboxMessage.next_attempt_at, OutboxMessage.id)
     due = (
         select(*columns)
@@ -258,6 +255,36 @@ def claim(
         )
         for r in rows
     ]
+
+
+def _is_due(at: datetime, policy: machine.RetryPolicy) -> tuple[ColumnElement[bool], ...]:
+    return (
+        OutboxMessage.state.in_(machine.DUE_STATES),
+        OutboxMessage.next_attempt_at <= at,
+        or_(
+            OutboxMessage.state != "unknown",
+            OutboxMessage.unknown_retries < policy.unknown_retries,
+            OutboxMessage.last_reason == LEASE_EXPIRED,
+        ),
+    )
+
+
+def count_due(session: Session, *, at: datetime, policy: machine.RetryPolicy) -> int:
+    """Rows a claim at `at` could take: one-off messages and those of running campaigns
+    (rate-limited ones included, though they come out at their rate). Rows whose lease
+    ran out are not counted: the next claim first takes them back."""
+    from sqlalchemy import func
+
+    query = (
+        select(func.count())
+        .select_from(OutboxMessage)
+        .outerjoin(Campaign, Campaign.id == OutboxMessage.campaign_id)
+        .where(
+            *_is_due(at, policy),
+            or_(OutboxMessage.campaign_id.is_(None), Campaign.status == "running"),
+        )
+    )
+    return int(session.scalar(query) or 0)
 
 
 def _allowances(session: Session, at: datetime) -> dict[str, int]:

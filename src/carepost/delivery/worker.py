@@ -203,9 +203,11 @@ class Worker:
         until_idle: bool = True,
         idle_sleep: float = 1.0,
         stop: Callable[[], bool] | None = None,
+        on_batch: Callable[[BatchReport], None] | None = None,
     ) -> BatchReport:
         """Batches until the queue is empty (or, with until_idle False, until `stop`).
-        One event loop for the whole run, so pooled SMTP connections outlive a batch."""
+        One event loop for the whole run, so pooled SMTP connections outlive a batch.
+        `on_batch` sees each batch's report as it ends (progress display)."""
 
         async def loop() -> BatchReport:
             total = BatchReport()
@@ -215,6 +217,8 @@ class Worker:
                 while not (stop and stop()):
                     report = await self.run_batch_async(db)
                     total.add(report)
+                    if on_batch is not None:
+                        on_batch(report)
                     if report.claimed == 0:
                         if until_idle:
                             return

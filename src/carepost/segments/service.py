@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -42,6 +42,7 @@ from carepost.segments.snapshot import Snapshot, build_snapshot
 from carepost.segments.stage import DEFAULT_RULES, StageRules
 
 NAME_MAX = 128
+FREEZE_CHUNK = 10_000
 
 
 class SegmentError(ValueError):
@@ -323,9 +324,11 @@ def freeze_membership(
     snapshot: Snapshot,
     rules: StageRules = DEFAULT_RULES,
     clock: Clock = system_clock,
+    progress: Callable[[int], None] | None = None,
 ) -> SegmentFreeze:
     """Evaluate the segment at `at` over `snapshot` (refresh it first) and keep, as
-    evidence for the campaign, which contacts, which rule version and when."""
+    evidence for the campaign, which contacts, which rule version and when. `progress`
+    gets the number of member rows of each chunk as it is written."""
     if not campaign_id.strip():
         raise SegmentError("a campaign id is required")
     defs = definitions(session)
@@ -347,9 +350,16 @@ def freeze_membership(
     )
     session.add(freeze)
     session.flush()
-    bulk_insert(
-        session, FrozenMember.__table__, ("freeze_id", "contact_id"), [(freeze.id, c) for c in ids]
-    )
+    for start in range(0, len(ids), FREEZE_CHUNK):
+        chunk = ids[start : start + FREEZE_CHUNK]
+        bulk_insert(
+            session,
+            FrozenMember.__table__,
+            ("freeze_id", "contact_id"),
+            [(freeze.id, c) for c in chunk],
+        )
+        if progress is not None:
+            progress(len(chunk))
     refs = {r: defs.get(r) is not None for r in A.segment_refs(node)}
     audit.append(
         session,
