@@ -407,16 +407,23 @@ class Worker:
         outbox.transition(session, [(r.id, state, reason) for r in rows], at)
 
     async def _send_all(self, prepared: Sequence[_Prepared]) -> list[Attempt]:
-        slots = asyncio.Semaphore(self.config.concurrency)
+        """`concurrency` senders take the next message as each finishes: one task per
+        sender rather than per message, which costs the loop less."""
+        attempts: list[Attempt | None] = [None] * len(prepared)
+        queue = iter(range(len(prepared)))
 
-        async def one(p: _Prepared) -> Attempt:
-            kit_from = self._kits[p.claimed.campaign_id or ""].return_path
-            async with slots:
-                return await self.transport.send(
+        async def sender() -> None:
+            for i in queue:
+                p = prepared[i]
+                kit_from = self._kits[p.claimed.campaign_id or ""].return_path
+                attempts[i] = await self.transport.send(
                     Envelope(kit_from, p.composed.rcpt, p.composed.data, crlf_clean=True)
                 )
 
-        return list(await asyncio.gather(*(one(p) for p in prepared)))
+        await asyncio.gather(
+            *(sender() for _ in range(min(self.config.concurrency, len(prepared))))
+        )
+        return [a for a in attempts if a is not None]
 
     def _record(
         self,
