@@ -1,7 +1,7 @@
 """One SMTP client connection on asyncio: TLS first, then pipelined mail transactions.
 
 Why carepost speaks SMTP itself rather than through aiosmtplib (measured, see
-docs/benchmarks.md, "Delivery engine"): aiosmtplib has no RFC 2920 pipelining (its
+docs/architecture.md, "Why carepost speaks SMTP itself"): aiosmtplib has no RFC 2920 pipelining (its
 protocol drops replies if commands are written before the previous reply is read), so
 every message costs four round trips (MAIL, RCPT, DATA, body), each awaited through its
 own timer task, and it runs two regular expressions over every body (line ends and dot
