@@ -78,7 +78,7 @@ def finish(draft: Draft, signer: DkimSigner | None) -> Composed:
     data = draft.body
     dkim_header = None
     if draft.pending is not None and signer is not None:
-        header = draft.pending.finish(signer.sign_input(draft.pending.data))
+        header = signer.complete(draft.pending)
         data = header + data
         dkim_header = header.decode("ascii").split(":", 1)[1].strip()
     return Composed(
