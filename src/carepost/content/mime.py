@@ -166,8 +166,8 @@ def qp_body(text: str, known: Mapping[str, bytes] | None = None) -> bytes:
 
     `known` maps lines (without their line end) to their encoding, as `qp_known_lines`
     makes it for the fixed lines of a template: those are looked up instead of encoded
-    again for every message. Encoding is line by line either way, so the bytes are the
-    same with or without it."""
+    again for every message. binascii encodes each CRLF-ended line on its own, so the
+    bytes are the same with or without it."""
     if known is None or "\r" in text:
         data = _crlf_bytes(text)
         if not data.endswith(b"\r\n"):
@@ -177,12 +177,13 @@ def qp_body(text: str, known: Mapping[str, bytes] | None = None) -> bytes:
     last = lines.pop()
     if last or not lines:
         lines.append(last)  # the last line gets a line end like every other
-    get = known.get
-    return b"".join([get(line) or _qp_line(line) for line in lines])
+    # _qp_line inlined: a function call per unknown line is a tenth of this loop's time.
+    get, encode = known.get, binascii.b2a_qp
+    return b"".join([get(line) or encode((line + "\r\n").encode()) for line in lines])
 
 
 def _qp_line(line: str) -> bytes:
-    return binascii.b2a_qp((line + "\r\n").encode(), istext=True)
+    return binascii.b2a_qp((line + "\r\n").encode())  # istext, the default: CRLF stays
 
 
 def qp_known_lines(lines: Iterable[str]) -> dict[str, bytes]:
