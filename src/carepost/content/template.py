@@ -289,6 +289,7 @@ class CompiledTemplate:
     # Lines of the text part's source with no template syntax and no link: they render
     # the same for every recipient, so their encoding can be made once per campaign.
     fixed_text_lines: frozenset[str] = field(default=frozenset(), repr=False)
+    fixed_subject: str | None = None  # the subject, when it has no template syntax
 
     def render(
         self, context: Mapping[str, Any], link_urls: Sequence[str], open_url: str | None
@@ -298,7 +299,9 @@ class CompiledTemplate:
         swaps = {str(i): url for i, url in enumerate(link_urls)}
         swaps["o"] = _PIXEL.format(src=html_lib.escape(open_url)) if open_url else ""
         ctx = dict(context)
-        subject = " ".join(self._subject.render(ctx).split())
+        subject = self.fixed_subject
+        if subject is None:
+            subject = " ".join(self._subject.render(ctx).split())
         html = self._swap(self._html.render(ctx), swaps)
         text = self._swap(self._text.render(ctx), swaps)
         return Rendered(subject, html, text)
@@ -334,10 +337,11 @@ def compile_template(spec: TemplateSpec) -> CompiledTemplate:
     pixel = f"cpmark{nonce}ox"
     at = html_source.lower().rfind("</body>")
     html_source = html_source[:at] + pixel + html_source[at:] if at >= 0 else html_source + pixel
+    subject = TEXT_ENV.from_string(spec.subject)
     return CompiledTemplate(
         spec,
         tuple(links),
-        TEXT_ENV.from_string(spec.subject),
+        subject,
         HTML_ENV.from_string(html_source),
         TEXT_ENV.from_string(text_source),
         marker,
@@ -346,4 +350,5 @@ def compile_template(spec: TemplateSpec) -> CompiledTemplate:
             for line in _NEWLINE.split(text_source)
             if "{" not in line and f"cpmark{nonce}" not in line
         ),
+        " ".join(subject.render().split()) if "{" not in spec.subject else None,
     )

@@ -267,3 +267,14 @@ def test_fixed_text_lines_hold_no_merge_field_and_no_link() -> None:
     )
     assert "Same for all." in compiled.fixed_text_lines
     assert not any("{" in line or "cpmark" in line for line in compiled.fixed_text_lines)
+
+
+def test_a_subject_without_fields_is_made_once() -> None:
+    fixed = compile_template(spec(subject="Flu  shots\nare here"))
+    assert fixed.fixed_subject == "Flu shots are here"
+    context = {"first_name": "A", "unsubscribe_url": "u", "sender_postal_address": "p"}
+    assert fixed.render(context, [], None).subject == "Flu shots are here"
+    merged = compile_template(spec(subject="News from {{ organization_name }}"))
+    assert merged.fixed_subject is None
+    out = merged.render({**context, "organization_name": "Clinic  One"}, [], None)
+    assert out.subject == "News from Clinic One"
