@@ -53,6 +53,7 @@ class KeyRing:
     _aead: dict[int, AESGCM] = field(default_factory=dict, repr=False)
     _subkeys: dict[str, bytes] = field(default_factory=dict, repr=False)
     _pads: dict[str, tuple[Any, Any]] = field(default_factory=dict, repr=False)
+    _subkey_aead: dict[str, AESGCM] = field(default_factory=dict, repr=False)
 
     @classmethod
     def generate(cls) -> KeyRing:
@@ -86,6 +87,14 @@ class KeyRing:
         if key is None:
             key = self._subkeys[purpose] = _derive(self.blind_index_master, purpose)
         return key
+
+    def subkey_aead(self, purpose: str) -> AESGCM:
+        """AES-256-GCM under the purpose's derived key, set up once: two unsubscribe tokens
+        go into every campaign message."""
+        cipher = self._subkey_aead.get(purpose)
+        if cipher is None:
+            cipher = self._subkey_aead[purpose] = AESGCM(self.subkey(purpose))
+        return cipher
 
     def hmac_hex(self, purpose: str, data: bytes) -> str:
         """HMAC-SHA256 (RFC 2104) under the purpose's derived key, as hex."""
