@@ -43,7 +43,7 @@ class UnsubscribeToken:
 
 
 def _cipher(ring: KeyRing) -> AESGCM:
-    return AESGCM(ring.subkey(SUBKEY_PURPOSE))
+    return ring.subkey_aead(SUBKEY_PURPOSE)
 
 
 def make_token(ring: KeyRing, contact_id: str, channel: str, topic: str) -> str:

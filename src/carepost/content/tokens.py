@@ -10,6 +10,7 @@ turned into an open redirect, and an altered token fails verification.
 from __future__ import annotations
 
 import base64
+import functools
 import hmac
 import re
 from dataclasses import dataclass
@@ -48,6 +49,27 @@ class TokenSigner:
             raise ValueError("link index out of range")
         return self._make(message_id, "c", link_index)
 
+    def message_tokens(self, message_id: str, links: int) -> tuple[list[str], str]:
+        """A message's click tokens (link indexes 0 to `links` - 1) and its open token:
+        what `click_token` and `open_token` make one at a time, with the id checked once
+        and one HMAC prefix and one base64 pass shared by all of them."""
+        if not _MESSAGE_ID.match(message_id):
+            raise ValueError("message ids in tokens are 8-64 URL-safe characters")
+        if not 0 <= links <= 10000:
+            raise ValueError("link index out of range")
+        kinds, suffixes = _kinds(links)
+        digests = self._ring.hmac_digests(PURPOSE, f"{message_id}.".encode("ascii"), suffixes)
+        # Two zero bytes make each 16-byte MAC a whole number of base64 groups, so one
+        # encoding serves every token: the first 22 of each 24 characters are that MAC's
+        # unpadded encoding.
+        macs = base64.urlsafe_b64encode(b"".join([d[:16] + b"\0\0" for d in digests]))
+        text = macs.decode("ascii")
+        tokens = [
+            f"{message_id}.{kind}.{text[at : at + 22]}"
+            for kind, at in zip(kinds, range(0, len(text), 24), strict=True)
+        ]
+        return tokens[:-1], tokens[-1]
+
     def _make(self, message_id: str, kind: str, index: int) -> str:
         if not _MESSAGE_ID.match(message_id):
             raise ValueError("message ids in tokens are 8-64 URL-safe characters")
@@ -66,3 +88,10 @@ class TokenSigner:
         if kind == "o":
             return TrackingRef(message_id, "open", -1) if index == "0" else None
         return TrackingRef(message_id, "click", int(index))
+
+
+@functools.lru_cache(maxsize=16)
+def _kinds(links: int) -> tuple[tuple[str, ...], tuple[bytes, ...]]:
+    """The kind-and-index part of a message's tokens: every click, then the open."""
+    kinds = (*(f"c{i}" for i in range(links)), "o0")
+    return kinds, tuple(kind.encode("ascii") for kind in kinds)

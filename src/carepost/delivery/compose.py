@@ -7,9 +7,10 @@ merge fields, the tokens, the Message-ID, the MIME bytes and the signature are m
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
@@ -50,6 +51,11 @@ class CampaignKit:
     def needs_facts(self) -> bool:
         return bool(FACT_FIELDS & set(self.template.spec.phi_fields))
 
+    @functools.cached_property
+    def known_text(self) -> dict[str, bytes]:
+        """The template's fixed text lines, quoted-printable: encoded once per campaign."""
+        return mime.qp_known_lines(self.template.fixed_text_lines)
+
 
 @dataclass(frozen=True)
 class Draft:
@@ -73,12 +79,13 @@ class Composed:
 
 
 def finish(draft: Draft, signer: DkimSigner | None) -> Composed:
-    """The private-key signature and the hash: C work that releases the GIL, so workers
-    run it on a helper thread while they build the next draft."""
+    """The DKIM body hash, the private-key signature and the message hash: C work that
+    releases the GIL, so workers run it on a helper thread while they build the next
+    draft."""
     data = draft.body
     dkim_header = None
     if draft.pending is not None and signer is not None:
-        header = draft.pending.finish(signer.sign_input(draft.pending.data))
+        header = signer.complete(draft.pending)
         data = header + data
         dkim_header = header.decode("ascii").split(":", 1)[1].strip()
     return Composed(
@@ -124,11 +131,10 @@ def compose(
         portal_url=kit.public_url,
     )
     if kit.track:
-        links = [
-            f"{kit.public_url}/t/c/{tokens.click_token(outbox_id, i)}"
-            for i in range(len(kit.template.links))
-        ]
-        pixel: str | None = f"{kit.public_url}/t/o/{tokens.open_token(outbox_id)}"
+        clicks, opened = tokens.message_tokens(outbox_id, len(kit.template.links))
+        click_base = f"{kit.public_url}/t/c/"
+        links = [click_base + token for token in clicks]
+        pixel: str | None = f"{kit.public_url}/t/o/{opened}"
     else:
         links, pixel = list(kit.template.links), None
     rendered = kit.template.render(context, links, pixel)
@@ -137,11 +143,22 @@ def compose(
         kit.fixed_headers
         + mime.header_line("To", rcpt)
         + mime.header_line("Subject", rendered.subject)
-        + mime.header_line("Date", format_datetime(at))
+        + _date_line(at)
         + mime.header_line("Message-ID", message_id)
         + mime.header_line("List-Unsubscribe", unsubscribe["List-Unsubscribe"])
         + mime.header_line("List-Unsubscribe-Post", unsubscribe["List-Unsubscribe-Post"])
     )
-    data = mime.build(kit.layout, head, rendered.text, rendered.html)
+    data = mime.build(kit.layout, head, rendered.text, rendered.html, kit.known_text)
     pending = kit.signer.prepare(data, int(at.timestamp())) if kit.signer is not None else None
     return Draft(outbox_id, rcpt, message_id, data, pending)
+
+
+def _date_line(at: datetime) -> bytes:
+    # A worker batch shares one `at`: the Date header is the same for hundreds of messages.
+    # The offset is part of the key because equal instants in two zones print differently.
+    return _date_line_in(at, at.utcoffset())
+
+
+@functools.lru_cache(maxsize=8)
+def _date_line_in(at: datetime, offset: timedelta | None) -> bytes:
+    return mime.header_line("Date", format_datetime(at))

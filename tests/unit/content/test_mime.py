@@ -3,6 +3,8 @@ the header-injection guard, and DKIM over what it builds."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email
 import email.policy
 import time
@@ -15,6 +17,7 @@ from hypothesis import strategies as st
 from carepost.content.mime import (
     HeaderInjection,
     MimeLayout,
+    b64_body,
     build,
     check_header_value,
     encode_words,
@@ -22,6 +25,7 @@ from carepost.content.mime import (
     header_line,
     headers_block,
     qp_body,
+    qp_known_lines,
 )
 from carepost.delivery.dkim import DkimSigner, dns_record_value, generate_key
 
@@ -167,3 +171,54 @@ def test_long_unbroken_non_ascii_subject_folds_into_short_words() -> None:
     raw = _message(subject=subject)
     assert max(len(line) for line in raw.split(b"\r\n")) <= 78
     assert _parse(raw)["Subject"] == subject
+
+
+# Characters where quoted-printable has a rule: "=", a "." alone on a line, spaces and tabs
+# at a line end, controls, 8-bit text, and CRs that are not part of a CRLF.
+_QP_TRICKY = st.lists(
+    st.sampled_from([*"ab .=\t\r\n\x00\x7f~", "é", "✓", "\u2028", "a" * 74, "b" * 75]),
+    max_size=300,
+).map("".join)
+
+
+def _stdlib_qp(text: str) -> bytes:
+    data = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n").encode()
+    return binascii.b2a_qp(data if data.endswith(b"\r\n") else data + b"\r\n", istext=True)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_QP_TRICKY | st.text(max_size=600), st.integers(1, 3))
+def test_known_lines_encode_exactly_as_the_whole_text(text: str, every: int) -> None:
+    """Encoding line by line, some lines looked up, gives the bytes binascii gives for the
+    whole text at once."""
+    known = qp_known_lines(text.split("\n")[::every])
+    assert qp_body(text, known) == qp_body(text) == _stdlib_qp(text)
+    assert qp_body(text, {}) == _stdlib_qp(text)
+
+
+def test_known_lines_cover_the_edges() -> None:
+    for text in ("", "\n", "a", "a\n", "\n\n", ".", " ", "x" * 76, "x" * 151 + "\n", "é\n" * 3):
+        assert qp_body(text, qp_known_lines(text.split("\n"))) == _stdlib_qp(text), text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=3000) | _QP_TRICKY)
+def test_base64_lines_match_the_stdlib(text: str) -> None:
+    data = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n").encode()
+    assert b64_body(text) == base64.encodebytes(data).replace(b"\n", b"\r\n")
+
+
+def test_base64_around_whole_lines() -> None:
+    for size in range(250):
+        text = "".join(chr(c) for c in range(0x20, 0x17F))[:size]
+        expected = base64.encodebytes(text.encode()).replace(b"\n", b"\r\n")
+        assert b64_body(text) == expected
+
+
+def test_a_long_unbroken_header_value_stays_on_one_line() -> None:
+    url = "<https://mail.clinic.example/u/" + "A" * 90 + ">"
+    assert header_line("List-Unsubscribe", url) == f"List-Unsubscribe: {url}\r\n".encode()
+    with pytest.raises(HeaderInjection):
+        header_line("List-Unsubscribe", "<https://x.example/" + "A" * 1000 + ">")
+    with pytest.raises(HeaderInjection):
+        header_line("List-Unsubscribe", "<https://x.example/%0d%0aBcc:x@evil.example>")

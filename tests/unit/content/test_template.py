@@ -238,3 +238,43 @@ def test_html_to_text_reads_well() -> None:
         "<ul><li>one</li><li>two</li></ul><p>a<br>b</p><script>x()</script></body></html>"
     )
     assert text == "Flu season\n\nBook here (https://a.example).\n\n- one\n- two\n\na\nb\n"
+
+
+def test_every_marker_is_swapped_in_both_parts() -> None:
+    links = "".join(f'<p><a href="https://clinic.example/{i}">Link {i}</a></p>' for i in range(12))
+    compiled = compile_template(
+        spec(html=f"<html><body>{links}{FOOTER}</body></html>", phi_fields=())
+    )
+    urls = [f"https://t.example/c/{i}" for i in range(12)]
+    out = compiled.render(
+        {"first_name": "A", "unsubscribe_url": "u", "sender_postal_address": "p"},
+        urls,
+        "https://t.example/o/X",
+    )
+    for i, url in enumerate(urls):
+        assert f'href="{url}"' in out.html
+        assert f"Link {i} ({url})" in out.text
+    assert out.html.count("https://t.example/o/X") == 1
+    assert "cpmark" not in out.html + out.text
+
+
+def test_fixed_text_lines_hold_no_merge_field_and_no_link() -> None:
+    compiled = compile_template(
+        spec(
+            html='<p>Hi {{ first_name }}</p><p>Same for all.</p><a href="https://a.example">a</a>'
+            + FOOTER
+        )
+    )
+    assert "Same for all." in compiled.fixed_text_lines
+    assert not any("{" in line or "cpmark" in line for line in compiled.fixed_text_lines)
+
+
+def test_a_subject_without_fields_is_made_once() -> None:
+    fixed = compile_template(spec(subject="Flu  shots\nare here"))
+    assert fixed.fixed_subject == "Flu shots are here"
+    context = {"first_name": "A", "unsubscribe_url": "u", "sender_postal_address": "p"}
+    assert fixed.render(context, [], None).subject == "Flu shots are here"
+    merged = compile_template(spec(subject="News from {{ organization_name }}"))
+    assert merged.fixed_subject is None
+    out = merged.render({**context, "organization_name": "Clinic  One"}, [], None)
+    assert out.subject == "News from Clinic One"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -43,3 +44,21 @@ def test_link_moved_to_another_message_or_index_is_refused() -> None:
 @given(st.text(max_size=200))
 def test_garbage_never_verifies(text: str) -> None:
     assert SIGNER.verify(text) is None
+
+
+@given(IDS, st.integers(0, 40))
+def test_a_message_gets_the_same_tokens_at_once_as_one_by_one(message_id: str, links: int) -> None:
+    clicks, opened = SIGNER.message_tokens(message_id, links)
+    assert clicks == [SIGNER.click_token(message_id, i) for i in range(links)]
+    assert opened == SIGNER.open_token(message_id)
+    assert SIGNER.verify(opened) == TrackingRef(message_id, "open", -1)
+    assert all(
+        SIGNER.verify(t) == TrackingRef(message_id, "click", i) for i, t in enumerate(clicks)
+    )
+
+
+def test_message_tokens_check_the_id_and_the_count() -> None:
+    with pytest.raises(ValueError, match="message ids"):
+        SIGNER.message_tokens("bad id!", 3)
+    with pytest.raises(ValueError, match="out of range"):
+        SIGNER.message_tokens("message0001", 10001)

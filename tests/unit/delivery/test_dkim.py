@@ -3,6 +3,9 @@ most receivers' tooling is checked against."""
 
 from __future__ import annotations
 
+import re
+from concurrent.futures import ThreadPoolExecutor
+
 import dkim
 import pytest
 from hypothesis import given, settings
@@ -13,6 +16,7 @@ from carepost.delivery.dkim import (
     DkimSigner,
     canon_body_relaxed,
     canon_body_simple,
+    canon_header_relaxed,
     dns_record_value,
     dns_txt_strings,
     generate_key,
@@ -163,3 +167,108 @@ def test_dns_record_forms() -> None:
     zone = dns_txt_strings(rsa_value)
     assert all(len(part) <= 257 for part in zone.split(" ") if part.startswith('"'))
     assert zone.replace('" "', "").strip('"') == rsa_value
+
+
+# --- fast paths against the plain reading of RFC 6376 section 3.4 ----------------------
+def _reference_relaxed_body(body: bytes) -> bytes:
+    body = re.sub(rb"[ \t]+", b" ", body)
+    body = re.sub(rb" \r\n", b"\r\n", body).rstrip(b"\r\n")
+    return body + b"\r\n" if body else b""
+
+
+def _reference_relaxed_header(name: bytes, value: bytes) -> bytes:
+    value = re.sub(rb"\r\n(?=[ \t])", b"", value)
+    value = re.sub(rb"[ \t]+", b" ", value).strip(b" \t\r\n")
+    return name.strip().lower() + b":" + value + b"\r\n"
+
+
+# A text part, where spaces and tabs can be anywhere, then a base64 part, where there are
+# none: the shape of every message carepost builds, and where the fast path cuts.
+_TEXT_LINE = st.lists(
+    st.sampled_from([b"a", b"b c", b" ", b"  ", b"\t", b"d \t e", b"=20"]), max_size=6
+)
+_BASE64_LINE = st.sampled_from([b"QUJD", b"ZGVm" * 19, b"", b"--=_b--"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.lists(_TEXT_LINE.map(b"".join), max_size=12),
+    tail=st.lists(_BASE64_LINE, max_size=8),
+    ending=st.sampled_from([b"", b"\r\n", b"\r\n\r\n", b" \r\n", b"\t", b"\n"]),
+)
+def test_relaxed_body_matches_the_rfc_rules(
+    text: list[bytes], tail: list[bytes], ending: bytes
+) -> None:
+    body = b"\r\n".join(text + tail) + ending
+    assert canon_body_relaxed(body) == _reference_relaxed_body(body)
+    assert canon_body_simple(body) == body.rstrip(b"\r\n") + b"\r\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=st.sampled_from([b"Subject", b"SUBJECT ", b"to"]),
+    value=st.lists(
+        st.sampled_from(
+            [b"a", b" ", b"  ", b"\t", b"\r\n ", b"\r\n\t", b"=?utf-8?b?QQ==?=", b"\r"]
+        ),
+        max_size=10,
+    ).map(b"".join),
+)
+def test_relaxed_header_matches_the_rfc_rules(name: bytes, value: bytes) -> None:
+    value += b"\r\n"
+    assert canon_header_relaxed(name, value) == _reference_relaxed_header(name, value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"Plain text, single spaces only.\r\n",
+        b"Double  spaces,\ta tab and a trailing space \r\n",
+        b"Last text line has a trailing tab\t\r\n",
+    ],
+    ids=["fast", "runs-and-trailing", "trailing-tab"],
+)
+@pytest.mark.parametrize("bc", ["relaxed", "simple"])
+def test_text_then_base64_bodies_verify(text: bytes, bc: str) -> None:
+    body = (
+        b"--=_b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        + text * 50
+        + b"\r\n--=_b\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + b"PGh0bWw+" * 9
+        + b"\r\n" * 300
+        + b"--=_b--\r\n"
+    )
+    for key in (RSA, ED):
+        signer = DkimSigner("clinic.example", "s1", key, body_canon=bc)  # type: ignore[arg-type]
+        assert dkim.verify(signer.sign(_message(body)), dnsfunc=_dns_for(key))
+
+
+def test_one_signer_keeps_header_sets_and_timestamps_apart() -> None:
+    """A signer lays its header out once per set of signed names and t= width; messages
+    with other headers or other timestamps must still get their own, right, header."""
+    signer = DkimSigner("clinic.example", "s1", RSA)
+    with_reply = _message().replace(b"To:", b"Reply-To: desk@clinic.example\r\nTo:")
+    folded = _message().replace(b"Subject: Your visit", b"Subject: Your\r\n\tvisit  today")
+    for message in (_message(), with_reply, folded, _message(b"")):
+        for timestamp in (None, 0, 999_999_999, 1_790_000_000, 1_790_000_001):
+            signed = signer.sign(message, timestamp=timestamp)
+            assert dkim.verify(signed, dnsfunc=_dns_for(RSA))
+            assert (b"t=" in signed.split(b"From:", 1)[0]) == (timestamp is not None)
+    assert b"reply-to" in signer.sign(with_reply).split(b"From:", 1)[0]
+    assert b"reply-to" not in signer.sign(_message()).split(b"From:", 1)[0]
+
+
+def test_prepared_on_one_thread_completed_on_another() -> None:
+    signer = DkimSigner("clinic.example", "s1", RSA)
+    messages = [_message(b"body %d\r\n" % i) for i in range(20)]
+    pending = [signer.prepare(m, 1_790_000_000 + i) for i, m in enumerate(messages)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        headers = list(pool.map(signer.complete, pending))
+    for header, message in zip(headers, messages, strict=True):
+        assert dkim.verify(header + message, dnsfunc=_dns_for(RSA))
+
+
+def test_signed_header_names_are_field_names() -> None:
+    for bad in ("from\x00", "subject:", "to x", ""):
+        with pytest.raises(DkimError):
+            DkimSigner("clinic.example", "s1", RSA, signed_headers=("from", bad))
