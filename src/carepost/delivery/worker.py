@@ -13,12 +13,9 @@
 
 Nothing per recipient makes its own database round trip.
 
-A worker runs `pipelines` (default 2) such batches at once in one event loop, so one
-batch's SMTP conversations go on while the next is prepared: preparing yields to the
-loop every few messages and waits for signatures without blocking it. Database work of
-the pipelines is serialised by one asyncio lock (SQLite has one writer; a blocking wait
-for it inside the loop would stall the other pipeline's sends). The crash bound grows
-with it: at most `pipelines` batches are in flight, see docs/architecture.md.
+The signature, the SHA-256 of the bytes and the archive's compression run on helper
+threads (`signing_threads`, default 2): they are C calls that release the GIL, and with
+the composer at under 200 µs a message one thread signing RSA-2048 fell behind it.
 """
 
 from __future__ import annotations
@@ -68,7 +65,7 @@ class WorkerConfig:
     batch_size: int = 200
     lease: timedelta = timedelta(minutes=5)
     concurrency: int = 16
-    pipelines: int = 2
+    signing_threads: int = 2
     retry: machine.RetryPolicy = field(default_factory=machine.RetryPolicy)
     public_url: str = ""
     track: bool = True
@@ -96,10 +93,6 @@ class _Prepared:
     composed: Composed
     attempt_no: int
 
-
-# Messages composed between yields to the event loop while preparing: often enough that a
-# reply waiting on another pipeline's connection is read within about 10 ms.
-YIELD_EVERY = 32
 
 _Packed = tuple[Composed, bytes]
 
@@ -138,7 +131,9 @@ class Worker:
         self.tokens = TokenSigner(ring)
         self._kits: dict[str, CampaignKit] = {}
         # One helper thread signs and hashes while the loop builds the next message.
-        self._signing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="carepost-sign")
+        self._signing = ThreadPoolExecutor(
+            max_workers=max(1, config.signing_threads), thread_name_prefix="carepost-sign"
+        )
         self._on_handoff = on_handoff  # crash tests kill the process here
 
     # --- campaign kits ------------------------------------------------------------------
@@ -168,33 +163,29 @@ class Worker:
 
         return asyncio.run(once())
 
-    async def run_batch_async(self, db: asyncio.Lock | None = None) -> BatchReport:
-        """One batch. `db` serialises the database work of batches run side by side."""
-        db = db or asyncio.Lock()
+    async def run_batch_async(self) -> BatchReport:
         report = BatchReport()
-        async with db:
-            with transaction(self.engine) as session:
-                claimed = outbox.claim(
-                    session,
-                    worker=self.name,
-                    at=self.clock(),
-                    limit=self.config.batch_size,
-                    lease=self.config.lease,
-                    policy=self.config.retry,
-                )
-            report.claimed = len(claimed)
-            if not claimed:
-                return report
-            with transaction(self.engine) as session:
-                prepared = await self._prepare(session, claimed, report)
+        with transaction(self.engine) as session:
+            claimed = outbox.claim(
+                session,
+                worker=self.name,
+                at=self.clock(),
+                limit=self.config.batch_size,
+                lease=self.config.lease,
+                policy=self.config.retry,
+            )
+        report.claimed = len(claimed)
+        if not claimed:
+            return report
+        with transaction(self.engine) as session:
+            prepared = self._prepare(session, claimed, report)
         if not prepared:
             return report
         if self._on_handoff is not None:
             self._on_handoff()
         attempts = await self._send_all(prepared)
-        async with db:
-            with transaction(self.engine) as session:
-                self._record(session, prepared, attempts, report)
+        with transaction(self.engine) as session:
+            self._record(session, prepared, attempts, report)
         return report
 
     def run(
@@ -211,28 +202,23 @@ class Worker:
 
         async def loop() -> BatchReport:
             total = BatchReport()
-            db = asyncio.Lock()
-
-            async def pipeline() -> None:
+            try:
                 while not (stop and stop()):
-                    report = await self.run_batch_async(db)
+                    report = await self.run_batch_async()
                     total.add(report)
                     if on_batch is not None:
                         on_batch(report)
                     if report.claimed == 0:
                         if until_idle:
-                            return
+                            break
                         await asyncio.sleep(idle_sleep)
-
-            try:
-                await asyncio.gather(*(pipeline() for _ in range(max(1, self.config.pipelines))))
             finally:
                 await self.transport.close()
             return total
 
         return asyncio.run(loop())
 
-    async def _prepare(
+    def _prepare(
         self, session: Session, claimed: list[outbox.Claimed], report: BatchReport
     ) -> list[_Prepared]:
         at = self.clock()
@@ -274,9 +260,7 @@ class Worker:
                 details={"campaign_id": campaign_id, "gate_run": decided.run_id},
                 clock=lambda: at,
             )
-            for n, row in enumerate(allowed):
-                if n % YIELD_EVERY == YIELD_EVERY - 1:
-                    await asyncio.sleep(0)  # let the other pipeline's replies in
+            for row in allowed:
                 contact = opened.get(row.contact_id)
                 draft = (
                     compose(
@@ -300,7 +284,7 @@ class Worker:
                     (row, attempt_no, contact, self._signing.submit(_finish_and_pack, draft, kit))
                 )
         for row, attempt_no, contact, future in pending:
-            composed, packed = await asyncio.wrap_future(future)
+            composed, packed = future.result()
             prepared.append(_Prepared(row, composed, attempt_no))
             archive_rows.append(
                 (
