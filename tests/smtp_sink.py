@@ -52,6 +52,9 @@ class SinkState:
     # Announce PIPELINING (RFC 2920) as Postfix does; aiosmtpd reads commands one line at a
     # time either way, so a client may pipeline only when it is announced.
     pipelining: bool = True
+    # Seconds the sink takes to answer each message's end of DATA, like a busy relay:
+    # the crash test uses it so that a campaign outlives all of its kills.
+    data_delay: float = 0.0
     ehlo_names: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -151,6 +154,8 @@ class FaultHandler:
             self._store(server, session, envelope)
             await asyncio.sleep(3600)
         self._store(server, session, envelope)
+        if self.state.data_delay:
+            await asyncio.sleep(self.state.data_delay)
         return "250 2.0.0 Ok: queued as CP" + str(len(self.state.received))
 
     def _store(self, server: SMTP, session: Session, envelope: Envelope) -> None:

@@ -48,6 +48,10 @@ from smtp_sink import start_sink  # noqa: E402
 
 LEASE_SECONDS = 3.0
 CONCURRENCY = 20  # the worker's batch size and concurrency: what can be in flight
+# The relay answers each message after this long (stored first, so a kill in between
+# makes a real duplicate). Without it a worker sends 5,000 messages within a few of its
+# lives, and the campaign is over before twenty kills have landed.
+SINK_DELAY = 0.15
 
 
 @dataclass
@@ -96,6 +100,7 @@ def run(db_url: str, recipients: int, kills: int, seed: int, workdir: Path) -> C
     ca_file = workdir / "sink-ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     sink = start_sink(ca)
+    sink.state.data_delay = SINK_DELAY
     started = time.perf_counter()
     try:
         emails = [f"ok.{i}@sink.test" for i in range(recipients)]
@@ -199,8 +204,11 @@ def main() -> None:
         f"duplicates {report.duplicates} (bound {CONCURRENCY * report.kills}), "
         f"stuck {report.stuck}, final states {report.states}"
     )
-    print("  OK" if report.ok else "  FAILED")
-    sys.exit(0 if report.ok else 1)
+    all_kills = report.kills == args.kills
+    if not all_kills:
+        print(f"  only {report.kills} of {args.kills} kills landed before the campaign ended")
+    print("  OK" if report.ok and all_kills else "  FAILED")
+    sys.exit(0 if report.ok and all_kills else 1)
 
 
 if __name__ == "__main__":

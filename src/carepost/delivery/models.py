@@ -92,9 +92,9 @@ class ArchivedMessage(Base):
     )
     attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
     dek_version: Mapped[int] = mapped_column(Integer)
-    # How `body` was packed before sealing: "zlib" (level 1) for what workers write; a
-    # campaign of 26 KB messages archives at about a fifth of its size, and compressing
-    # before encrypting is the only order that works. No attacker sees these lengths.
+    # How `body` was packed before sealing (delivery.archive.CODEC for what workers write
+    # now, "raw" for rows from before revision 0005): a campaign of 26 KB messages
+    # archives at about a fifth of its size.
     codec: Mapped[str] = mapped_column(String(8), server_default="raw")
     body: Mapped[bytes] = mapped_column(LargeBinary)
 

@@ -291,7 +291,7 @@ class Worker:
                     row.id,
                     attempt_no,
                     contact.dek_version,
-                    "zlib",
+                    archive.CODEC,
                     seal(
                         contact.cipher,
                         packed,

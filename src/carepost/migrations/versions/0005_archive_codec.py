@@ -1,4 +1,4 @@
-"""delivery: the archive records how each sealed body was packed (raw or zlib)
+"""delivery: the archive records how each sealed body was packed (raw, or compressed: zstd)
 
 Revision ID: 0005
 Revises: 0004
