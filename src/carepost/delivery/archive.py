@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import zstandard
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -58,19 +60,23 @@ def read_sent(
 # in about 30 µs; zlib's fastest level took 80-100 µs for a slightly larger result, and
 # this runs once per message sent (on a helper thread, but on the same two cores).
 CODEC = "zstd"
-_ZSTD_COMPRESS = zstandard.ZstdCompressor(level=1)
-_ZSTD_DECOMPRESS = zstandard.ZstdDecompressor()
+# zstandard's (de)compressor objects must not be shared between threads (a worker packs
+# on two signing threads at once: sharing one crashed the process), so one per thread.
+_local = threading.local()
 
 
 def pack(data: bytes) -> bytes:
     """Compressed before sealing: the only order that works, and no attacker sees the
     lengths of archived rows."""
-    return _ZSTD_COMPRESS.compress(data)
+    compressor = getattr(_local, "compressor", None)
+    if compressor is None:
+        compressor = _local.compressor = zstandard.ZstdCompressor(level=1)
+    return bytes(compressor.compress(data))
 
 
 def unpack(codec: str, packed: bytes) -> bytes:
     if codec == "zstd":
-        return _ZSTD_DECOMPRESS.decompress(packed)
+        return bytes(zstandard.ZstdDecompressor().decompress(packed))
     if codec == "raw":
         return packed
     raise NotArchived(f"unknown archive codec {codec!r}")
