@@ -32,17 +32,15 @@ html = '''<p>Hi {{ first_name }}</p>
 """
 
 
-def test_operator_runs_a_campaign_from_the_command_line(
-    carepost: CarepostCli, settings: Settings, tmp_path: Path
-) -> None:
-    cli = carepost
-    port = free_port()
-    cli.env["CAREPOST_PUBLIC_URL"] = "https://mail.clinic.example"
-    cli.env["CAREPOST_CAPTURE_PORT"] = str(port)
+def _clinic(cli: CarepostCli, contacts: int, *sender_options: str) -> None:
+    """A workspace with synthetic contacts, an adults segment and the clinic's sender
+    (with a DKIM key made first when `--dkim-selector` is among the options)."""
     cli("init")
-    cli("demo-data", "--contacts", "150", "--seed", "4")
+    cli("demo-data", "--contacts", str(contacts), "--seed", "4")
     cli("segment", "save", "adults", "age >= 18")
-    cli("dkim", "keygen", "--domain", "clinic.example", "--selector", "s1")
+    if "--dkim-selector" in sender_options:
+        selector = sender_options[sender_options.index("--dkim-selector") + 1]
+        cli("dkim", "keygen", "--domain", "clinic.example", "--selector", selector)
     cli(
         "sender",
         "add",
@@ -55,11 +53,18 @@ def test_operator_runs_a_campaign_from_the_command_line(
         "1 Example Way, Springfield MA",
         "--organization",
         "Example Clinic",
-        "--dkim-domain",
-        "clinic.example",
-        "--dkim-selector",
-        "s1",
+        *sender_options,
     )
+
+
+def test_operator_runs_a_campaign_from_the_command_line(
+    carepost: CarepostCli, settings: Settings, tmp_path: Path
+) -> None:
+    cli = carepost
+    port = free_port()
+    cli.env["CAREPOST_PUBLIC_URL"] = "https://mail.clinic.example"
+    cli.env["CAREPOST_CAPTURE_PORT"] = str(port)
+    _clinic(cli, 150, "--dkim-domain", "clinic.example", "--dkim-selector", "s1")
 
     bad = tmp_path / "bad.toml"
     bad.write_text(BAD_TEMPLATE)
@@ -162,22 +167,7 @@ def test_every_delivery_command_prints_json_and_nothing_else(
     cli.env["CAREPOST_PUBLIC_URL"] = "https://mail.clinic.example"
     cli.env["CAREPOST_TRANSPORT"] = "null"
     cli.env["CAREPOST_WORKER_BATCH_SIZE"] = "10"
-    cli("init")
-    cli("demo-data", "--contacts", "60", "--seed", "4")
-    cli("segment", "save", "adults", "age >= 18")
-    cli(
-        "sender",
-        "add",
-        "clinic",
-        "--from-name",
-        "Example Clinic",
-        "--from-address",
-        "care@clinic.example",
-        "--postal-address",
-        "1 Example Way, Springfield MA",
-        "--organization",
-        "Example Clinic",
-    )
+    _clinic(cli, 60)
 
     def run(*args: str) -> Any:
         return json.loads(cli(*args, "--json").stdout)

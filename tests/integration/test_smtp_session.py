@@ -79,6 +79,16 @@ def scripted(sink_ca: trustme.CA) -> Scripted:
     return Scripted(sink_ca)
 
 
+async def _send_one(scripted: Scripted, port: int, **relay: Any) -> Any:
+    """One message through the whole transport (pool, outcome, redaction)."""
+    config = RelayConfig("127.0.0.1", port, tls_context=scripted.client_ctx, timeout=3.0, **relay)
+    transport = SmtpTransport(config)
+    try:
+        return await transport.send(Envelope("a@clinic.example", "p@x.test", MESSAGE))
+    finally:
+        await transport.close()
+
+
 async def _open(scripted: Scripted, port: int, **kw: Any) -> SmtpSession:
     return await SmtpSession.open(
         "127.0.0.1", port, tls="starttls", context=scripted.client_ctx, timeout=3.0, **kw
@@ -159,16 +169,7 @@ def test_reply_injected_before_the_tls_handshake_is_a_tls_failure(scripted: Scri
         await writer.drain()
         await asyncio.sleep(0.5)
 
-    async def client(port: int) -> Any:
-        transport = SmtpTransport(
-            RelayConfig("127.0.0.1", port, tls_context=scripted.client_ctx, timeout=3.0)
-        )
-        try:
-            return await transport.send(Envelope("a@clinic.example", "p@x.test", MESSAGE))
-        finally:
-            await transport.close()
-
-    attempt = run(scripted, server, client)
+    attempt = run(scripted, server, lambda port: _send_one(scripted, port))
     assert (attempt.outcome.status, attempt.outcome.reason) == ("deferred", "tls_failed")
     assert not any(line.startswith(b"MAIL") for line in scripted.seen)
 
@@ -203,16 +204,7 @@ def test_421_then_hang_up_mid_group_keeps_the_421(scripted: Scripted) -> None:
         writer.write(b"421 4.7.0 too many connections\r\n")
         await writer.drain()
 
-    async def client(port: int) -> Any:
-        transport = SmtpTransport(
-            RelayConfig("127.0.0.1", port, tls_context=scripted.client_ctx, timeout=3.0)
-        )
-        try:
-            return await transport.send(Envelope("a@clinic.example", "p@x.test", MESSAGE))
-        finally:
-            await transport.close()
-
-    attempt = run(scripted, server, client)
+    attempt = run(scripted, server, lambda port: _send_one(scripted, port))
     assert (attempt.outcome.status, attempt.outcome.code, attempt.outcome.phase) == (
         "deferred",
         421,
@@ -275,23 +267,11 @@ def test_refused_credentials_defer_with_an_alert(scripted: Scripted) -> None:
         writer.write(b"535 5.7.8 authentication failed\r\n")
         await writer.drain()
 
-    async def client(port: int) -> Any:
-        transport = SmtpTransport(
-            RelayConfig(
-                "127.0.0.1",
-                port,
-                tls_context=scripted.client_ctx,
-                timeout=3.0,
-                username="relay",
-                password="wrong",
-            )
-        )
-        try:
-            return await transport.send(Envelope("a@clinic.example", "p@x.test", MESSAGE))
-        finally:
-            await transport.close()
-
-    attempt = run(scripted, server, client)
+    attempt = run(
+        scripted,
+        server,
+        lambda port: _send_one(scripted, port, username="relay", password="wrong"),
+    )
     # The relay's refusal is not the message's fault: deferred, never a bounce.
     assert (attempt.outcome.status, attempt.outcome.reason, attempt.outcome.bounce) == (
         "deferred",
