@@ -291,3 +291,17 @@ def test_lost_session_is_an_exception_when_opening(scripted: Scripted) -> None:
             await _open(scripted, port)
 
     run(scripted, server, client)
+
+
+def test_a_2xx_answer_to_data_is_never_taken_for_delivery(scripted: Scripted) -> None:
+    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await scripted.starttls(reader, writer)
+        for _ in range(3):
+            await scripted.line(reader)
+        writer.write(b"250 ok\r\n250 ok\r\n250 2.0.0 Ok: queued as NOTHING\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.3)
+
+    attempt = run(scripted, server, lambda port: _send_one(scripted, port))
+    assert (attempt.outcome.status, attempt.outcome.reason) == ("deferred", "lost_before_data")
+    assert b"body\r\n" not in scripted.seen

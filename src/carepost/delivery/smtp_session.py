@@ -258,6 +258,10 @@ class SmtpSession:
         except SessionLost:
             error = "lost"
         for phase, reply in zip(_PHASES, replies, strict=False):
+            if phase == "data" and reply.ok:
+                # A success code where 354 belongs: the body was never asked for, so it
+                # must not read as delivered. The session's state is unknowable.
+                return self._broken("data", "lost")
             if not _accepted(phase, reply):
                 return await self._end_refused(phase, reply, replies, alive=error is None)
         if error is not None:
