@@ -41,7 +41,12 @@ MARKERS = {
     "attr:qzxattr": "qzxattrvalue",
 }
 # What each marker looks like once normalized (the import lower-cases and strips).
-SEARCH = [v.lower() for v in MARKERS.values()] + ["4029187737", "qzxmail"]
+# A two-letter value (the state) turns up in any few kilobytes of ciphertext by chance
+# (about one in 16,000 a position), so it is searched for as a quoted value, the form
+# it would have in leaked JSON or SQL text, and not as a bare pair of letters.
+SEARCH = [v.lower() for v in MARKERS.values() if len(v) > 2] + ["4029187737", "qzxmail"]
+SEARCH += [f'"{v.lower()}"' for v in MARKERS.values() if len(v) <= 2]
+SEARCH += [f"'{v.lower()}'" for v in MARKERS.values() if len(v) <= 2]
 
 
 def scan(blob: bytes) -> list[str]:
