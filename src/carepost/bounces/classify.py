@@ -44,7 +44,7 @@ EXACT_STATUS: dict[str, tuple[Severity, str]] = {
     "5.1.3": ("hard", "bad destination address syntax"),
     "5.1.4": ("hard", "ambiguous destination mailbox"),
     "5.1.6": ("hard", "mailbox has moved"),
-    "5.1.10": ("hard", "recipient domain has a null MX"),
+    "5.1.10": ("hard", "recipient not found (null MX, or Exchange lookup)"),
     "5.2.1": ("hard", "mailbox disabled"),
     "5.2.2": ("soft", "mailbox full"),
     "5.2.3": ("soft", "message too large for the mailbox"),
@@ -122,7 +122,7 @@ TEXT_RULES: tuple[TextRule, ...] = (
     _rule(
         r"host (?:or domain name )?not found|domain (?:not found|does not exist)|no such "
         r"domain|unrouteable domain|nxdomain|name or service not known|no mx"
-        r"|unable to route|mx (?:record )?(?:not found|lookup)",
+        r"|unable to route|mx (?:record )?(?:not found|lookup)|does not accept (?:e-?)?mail",
         "hard",
         "no such domain",
     ),
@@ -136,7 +136,7 @@ TEXT_RULES: tuple[TextRule, ...] = (
 )
 
 _SOFT_REPLY = {"552": "mailbox storage exceeded"}
-_HARD_REPLY = {"550", "551", "553", "554"}
+_HARD_REPLY = {"550", "551", "553", "554", "556"}
 
 
 def recipient_severity(rcpt: Recipient) -> tuple[Severity, str]:
@@ -160,6 +160,11 @@ def recipient_severity(rcpt: Recipient) -> tuple[Severity, str]:
 
 
 _COMPLETED = {"delivered", "relayed", "expanded"}
+_DELIVERED_TEXT = re.compile(
+    r"\b(?:delivery to (?:the following|these) recipients?(?: or groups)? "
+    r"(?:was|has been) (?:successful|complete)|successfully delivered|has been delivered)\b",
+    re.IGNORECASE,
+)
 _DELAY_TEXT = re.compile(
     r"\b(?:will (?:continue|keep) (?:trying|to try)|will retry|still trying|has been delayed"
     r"|not yet been delivered|delivery delayed|is delayed)\b",
@@ -194,6 +199,15 @@ def classify(report: Report) -> Classification:
             Verdict(r.address, r.status, r.reply_code, None, "delayed") for r in report.recipients
         )
         return Classification("delayed", verdicts)
+    if (
+        report.kind == "text-bounce"
+        and _DELIVERED_TEXT.search(report.text)
+        and not any(r.status.startswith(("4", "5")) for r in report.recipients)
+    ):
+        verdicts = tuple(
+            Verdict(r.address, r.status, r.reply_code, None, "delivered") for r in report.recipients
+        )
+        return Classification("delivered", verdicts)
     verdicts_list: list[Verdict] = []
     actions = set()
     for rcpt in report.recipients:

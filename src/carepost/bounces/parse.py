@@ -18,7 +18,7 @@ Kind = Literal["dsn", "arf", "auto-reply", "text-bounce", "none"]
 
 # RFC 3463: class.subject.detail; detail may run to three digits (5.7.606, 5.7.26).
 STATUS_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
-REPLY_RE = re.compile(r"(?<![\d.#-])([245][0-5]\d)(?=[ -]|$)", re.MULTILINE)
+REPLY_RE = re.compile(r"(?<![\d.-])([245][0-5]\d)(?=[ -]|$)", re.MULTILINE)
 ADDRESS_RE = re.compile(r"[A-Za-z0-9._%+='!#$&*?^`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 
 
@@ -68,7 +68,7 @@ def parse_message(data: bytes) -> Report:
     ses = _ses_notification(text)
     if ses is not None:
         return Report(ses[0], ses[1], subject=subject, text=text)
-    if _looks_like_bounce(msg, subject):
+    if _looks_like_bounce(msg, subject, text):
         return Report("text-bounce", _text_recipients(msg, text), subject=subject, text=text)
     if _is_auto_reply(msg, subject):
         return Report("auto-reply", subject=subject, text=text)
@@ -345,13 +345,27 @@ _BOUNCE_SUBJECT = re.compile(
 )
 
 
-def _looks_like_bounce(msg: email.message.Message, subject: str) -> bool:
+_BOUNCE_BODY = re.compile(
+    r"could not be delivered|couldn't be delivered|permanent (?:fatal )?error|delivery "
+    r"(?:has )?failed|undeliverable|wasn't able to deliver|was not delivered|returned to "
+    r"sender|following address(?:es)? failed|delivery to the following recipients? failed",
+    re.I,
+)
+
+
+def _looks_like_bounce(msg: email.message.Message, subject: str, text: str) -> bool:
     if msg.get("X-Failed-Recipients"):
         return True
     sender = _header(msg, "From")
-    return bool(_BOUNCE_SENDER.search(sender) and _BOUNCE_SUBJECT.search(subject)) or bool(
-        _BOUNCE_SUBJECT.search(subject) and not _header(msg, "Return-Path").strip("<> ")
+    null_sender = not _header(msg, "Return-Path").strip("<> ")
+    machine = (
+        bool(_BOUNCE_SENDER.search(sender))
+        or null_sender
+        or (_header(msg, "Auto-Submitted").lower().startswith("auto-generated"))
     )
+    # A bounce says so in its subject or its first words; a vacation reply sent with a
+    # null return path does neither.
+    return machine and bool(_BOUNCE_SUBJECT.search(subject) or _BOUNCE_BODY.search(text))
 
 
 _AUTO_SUBJECT = re.compile(

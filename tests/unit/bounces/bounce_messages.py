@@ -143,3 +143,54 @@ Subject: Question about my appointment
 
 Can I move it to Tuesday? My address is pat@patients.example.
 """
+
+EXIM_PROSE = b"""From: Mail Delivery System <Mailer-Daemon@mx.clinic.example>
+To: news@clinic.example
+Subject: Mail delivery failed: returning message to sender
+Auto-Submitted: auto-replied
+
+This message was created automatically by mail delivery software.
+
+A message that you sent could not be delivered to one or more of its
+recipients. This is a permanent error. The following address(es) failed:
+
+  someone@patients.example
+    host mx.patients.example [192.0.2.1]
+    SMTP error from remote mail server after RCPT TO:<someone@patients.example>:
+    550 5.1.1 <someone@patients.example>: Recipient address rejected: User unknown
+
+------ This is a copy of the message, including all the headers. ------
+From: news@clinic.example
+To: someone@patients.example
+"""
+GMAIL_PROSE = b"""From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>
+To: news@clinic.example
+Subject: Delivery Status Notification (Failure)
+
+Delivery to the following recipient failed permanently:
+
+     nobody@patients.example
+
+Technical details of permanent failure:
+Google tried to deliver your message, but it was rejected by the server for
+the recipient domain patients.example by mx.patients.example. [192.0.2.1].
+
+The error that the other server returned was:
+550 5.2.2 The email account that you tried to reach is over quota.
+"""
+EXCHANGE_PROSE = b"""From: postmaster@patients.example
+To: news@clinic.example
+Subject: Undeliverable: Your appointment
+Content-Type: text/plain
+
+Delivery has failed to these recipients or groups:
+
+pat@patients.example
+The e-mail address you entered couldn't be found.
+Please check the recipient's e-mail address and try to resend the message.
+
+Diagnostic information for administrators:
+Generating server: mail.patients.example
+pat@patients.example
+#550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup ##
+"""

@@ -8,7 +8,10 @@ from bounce_messages import (
     AUTO_REPLY,
     DELAYED,
     DELIVERED,
+    EXCHANGE_PROSE,
+    EXIM_PROSE,
     GENERIC_STATUS_FULL,
+    GMAIL_PROSE,
     MIXED,
     NOT_A_BOUNCE,
     POLICY,
@@ -79,6 +82,24 @@ def test_ordinary_mail_is_not_a_bounce() -> None:
     result = _classify(NOT_A_BOUNCE)
     assert result.category == "not-bounce"
     assert result.recipients == ()
+
+
+@pytest.mark.parametrize(
+    ("raw", "category", "address", "status", "reply"),
+    [
+        (EXIM_PROSE, "bounce-hard", "someone@patients.example", "5.1.1", "550"),
+        (GMAIL_PROSE, "bounce-soft", "nobody@patients.example", "5.2.2", "550"),
+        (EXCHANGE_PROSE, "bounce-hard", "pat@patients.example", "5.1.10", "550"),
+    ],
+)
+def test_prose_bounces_from_common_mtas(
+    raw: bytes, category: str, address: str, status: str, reply: str
+) -> None:
+    result = _classify(raw)
+    assert result.category == category
+    assert [(v.address, v.status, v.reply_code) for v in result.recipients] == [
+        (address, status, reply)
+    ]
 
 
 @pytest.mark.parametrize("raw", [b"", b"   \n", b"just some words without headers\n"])
