@@ -108,12 +108,24 @@ TEXT_RULES: tuple[TextRule, ...] = (
         "delivery expired",
     ),
     _rule(
+        r"account (?:has been |is )?(?:suspended|inactive|temporarily disabled)"
+        r"|mailbox (?:is )?(?:suspended|inactive)",
+        "soft",
+        "account suspended or inactive",
+    ),
+    _rule(
+        r"has been replaced by|(?:address|mailbox|user) has moved|no longer (?:valid|in use|"
+        r"available|here|with)",
+        "hard",
+        "address has moved",
+    ),
+    _rule(
         r"user unknown|unknown (?:user|recipient|mailbox|address)|no such (?:user|mailbox|"
         r"recipient|address|account)|(?:user|mailbox|address|account|recipient)"
         r"(?: name)? (?:does not|doesn't|did not) exist|(?:is )?not a valid (?:user|"
         r"mailbox|recipient)|invalid (?:recipient|mailbox|user|address)|recipient "
         r"(?:address )?rejected|mailbox (?:unavailable|not found|disabled)|account "
-        r"(?:is )?(?:disabled|inactive|suspended|closed)|unrouteable address"
+        r"(?:is )?(?:disabled|closed|deleted)|unrouteable address"
         r"|address rejected|no mailbox here|user not found|undeliverable address"
         r"|account or domain may not exist",
         "hard",
@@ -129,7 +141,7 @@ TEXT_RULES: tuple[TextRule, ...] = (
     _rule(
         r"blocked|blacklist|block ?list|denylist|spam|reputation|rate limit|too many"
         r"|try again later|temporar|greylist|policy|dmarc|spf|dkim|unauthenticated"
-        r"|not authorized|relay(?:ing)? (?:access )?denied",
+        r"|not authorized|relay(?:ing)? (?:access )?denied|virus|content rejected",
         "soft",
         "policy or reputation",
     ),

@@ -48,6 +48,18 @@ class ParseError(ValueError):
 def parse_message(data: bytes) -> Report:
     if not data.strip():
         raise ParseError("empty message")
+    try:
+        return _parse(data)
+    except ParseError:
+        raise
+    except Exception as exc:
+        # Malformed mail can trip the stdlib parser in many ways; callers need one error
+        # type, and its text must not carry the message (exception texts may quote it).
+        raise ParseError(f"unreadable message ({type(exc).__name__})") from None
+
+
+def _parse(data: bytes) -> Report:
+    # compat32: the modern policy raises on some malformed headers real bounces carry.
     msg = email.message_from_bytes(data, policy=compat32)
     if not msg.keys():
         raise ParseError("no email headers found")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from bounce_messages import (
     ARF,
@@ -17,6 +19,8 @@ from bounce_messages import (
     POLICY,
     QMAIL,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from carepost.bounces.classify import classify, recipient_severity
 from carepost.bounces.parse import ParseError, Recipient, parse_message
@@ -129,3 +133,37 @@ def test_unreadable_input_raises_without_quoting_it(raw: bytes) -> None:
 def test_severity_table(status: str, reply: str, words: str, expected: str) -> None:
     rcpt = Recipient("a@patients.example", "failed", status, reply, words)
     assert recipient_severity(rcpt)[0] == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000))
+def test_any_bytes_give_a_report_or_a_parse_error(raw: bytes) -> None:
+    try:
+        report = parse_message(raw)
+    except ParseError as exc:
+        problem = str(exc)
+    else:
+        problem = ""
+    if problem:
+        # Fixed texts only: nothing from the input can reach an exception message.
+        assert problem in ("empty message", "no email headers found") or (
+            problem.startswith("unreadable message (")
+        )
+        return
+    assert classify(report).category in {
+        "bounce-hard",
+        "bounce-soft",
+        "complaint",
+        "auto-reply",
+        "delayed",
+        "delivered",
+        "not-bounce",
+    }
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([MIXED, ARF, QMAIL, EXIM_PROSE, DELAYED]), st.data())
+def test_truncated_messages_never_crash(raw: bytes, data: st.DataObject) -> None:
+    cut = data.draw(st.integers(min_value=0, max_value=len(raw)))
+    with contextlib.suppress(ParseError):
+        classify(parse_message(raw[:cut]))
