@@ -67,7 +67,7 @@ def _parse(data: bytes) -> Report:
     text = _human_text(msg)
     arf = _find_part(msg, "message/feedback-report")
     if arf is not None:
-        return _arf_report(arf, subject, text)
+        return _arf_report(msg, arf, subject, text)
     dsn = _find_part(msg, "message/delivery-status")
     blocks = _fields(dsn) if dsn is not None else []
     if not blocks and msg.get_content_maintype() == "multipart" and not msg.is_multipart():
@@ -218,12 +218,32 @@ def _unfold(value: str) -> str:
     return re.sub(r"\s*\r?\n\s+", " ", value).strip()
 
 
-def _arf_report(part: email.message.Message, subject: str, text: str) -> Report:
+def _original_to(msg: email.message.Message) -> str:
+    """The To header of the returned original, which ARF reports carry as their third part."""
+    for part in msg.walk():
+        ctype = part.get_content_type()
+        if ctype in ("message/rfc822", "message/rfc822-headers"):
+            payload = part.get_payload()
+            if isinstance(payload, list) and payload:
+                inner = payload[0]
+                if isinstance(inner, email.message.Message):
+                    return _header(inner, "To")
+        if ctype == "text/rfc822-headers":
+            headers = email.message_from_string(_decoded(part), policy=compat32)
+            return _header(headers, "To")
+    return ""
+
+
+def _arf_report(
+    msg: email.message.Message, part: email.message.Message, subject: str, text: str
+) -> Report:
     merged: dict[str, str] = {}
     for block in _fields(part):
         merged.update(block)
     recipients: tuple[Recipient, ...] = ()
-    rcpt = merged.get("original-rcpt-to", "")
+    # RFC 5965 makes Original-Rcpt-To optional; the original's To is the next best witness
+    # of whom the complaint is about.
+    rcpt = merged.get("original-rcpt-to", "") or _original_to(msg)
     if m := ADDRESS_RE.search(rcpt):
         recipients = (Recipient(address=m.group(0).lower()),)
     return Report(

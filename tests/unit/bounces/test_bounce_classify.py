@@ -167,3 +167,10 @@ def test_truncated_messages_never_crash(raw: bytes, data: st.DataObject) -> None
     cut = data.draw(st.integers(min_value=0, max_value=len(raw)))
     with contextlib.suppress(ParseError):
         classify(parse_message(raw[:cut]))
+
+
+def test_arf_without_original_rcpt_to_names_the_originals_recipient() -> None:
+    raw = ARF.replace(b"Original-Rcpt-To: <annoyed@patients.example>\n", b"")
+    result = _classify(raw)
+    assert result.category == "complaint"
+    assert [v.address for v in result.recipients] == ["annoyed@patients.example"]
