@@ -88,7 +88,7 @@ def _rule(words: str, severity: Severity, reason: str) -> TextRule:
 # be blacklisted" as boilerplate.
 TEXT_RULES: tuple[TextRule, ...] = (
     _rule(
-        r"mailbox (?:is )?full|over ?quota|quota (?:exceeded|full)|exceeded? (?:the )?"
+        r"mailbox (?:is )?full|over ?quota|quota|exceeded? (?:the )?"
         r"(?:storage|quota)|insufficient (?:disk )?(?:space|storage)|mailbox size limit"
         r"|user(?:'s)? (?:mailbox|disk) (?:is )?(?:full|over)|not enough (?:storage|space)",
         "soft",
@@ -125,16 +125,18 @@ TEXT_RULES: tuple[TextRule, ...] = (
         r"(?: name)? (?:does not|doesn't|did not) exist|(?:is )?not a valid (?:user|"
         r"mailbox|recipient)|invalid (?:recipient|mailbox|user|address)|recipient "
         r"(?:address )?rejected|mailbox (?:unavailable|not found|disabled)|account "
-        r"(?:is )?(?:disabled|closed|deleted)|unrouteable address"
+        r"(?:has been |is )?(?:disabled|closed|deleted|discontinued)|unrouteable address"
         r"|address rejected|no mailbox here|user not found|undeliverable address"
-        r"|account or domain may not exist",
+        r"|account or domain may not exist|recipient not found|no such person"
+        r"|(?:does not|doesn't) have an? (?:[\w.-]+ )?account",
         "hard",
         "no such mailbox",
     ),
     _rule(
         r"host (?:or domain name )?not found|domain (?:not found|does not exist)|no such "
         r"domain|unrouteable domain|nxdomain|name or service not known|no mx"
-        r"|unable to route|mx (?:record )?(?:not found|lookup)|does not accept (?:e-?)?mail",
+        r"|unable to route|mx (?:record )?(?:not found|lookup)|does not accept (?:e-?)?mail"
+        r"|non-?existent (?:host|domain)",
         "hard",
         "no such domain",
     ),

@@ -174,3 +174,25 @@ def test_arf_without_original_rcpt_to_names_the_originals_recipient() -> None:
     result = _classify(raw)
     assert result.category == "complaint"
     assert [v.address for v in result.recipients] == ["annoyed@patients.example"]
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ("550 Requested action not taken: mailbox unavailable", "hard"),
+        ("554 delivery error: dd This user doesn't have a example.com account", "hard"),
+        ("550 Recipient not found by SMTP address lookup", "hard"),
+        ("550 No such user here", "hard"),
+        ("all relevant MX records point to non-existent hosts", "hard"),
+        ("This account has been disabled or discontinued", "hard"),
+        ("552 Mailbox quota usage exceeded", "soft"),
+        ("550 Requested action not taken: mailbox unavailable (mailbox full)", "soft"),
+        ("554 Message rejected: virus found in attachment", "soft"),
+        ("550 Account temporarily disabled", "soft"),
+        ("550 address kitty@patients.example has been replaced by tom@patients.example", "hard"),
+    ],
+)
+def test_widely_used_phrasings_without_an_enhanced_code(words: str, expected: str) -> None:
+    reply = words[:3] if words[:3].isdigit() else ""
+    rcpt = Recipient("a@patients.example", "failed", "", reply, words)
+    assert recipient_severity(rcpt)[0] == expected
