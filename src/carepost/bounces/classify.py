@@ -108,6 +108,11 @@ TEXT_RULES: tuple[TextRule, ...] = (
         "delivery expired",
     ),
     _rule(
+        r"sender address rejected|sender (?:domain|address) (?:not found|invalid|must exist)",
+        "soft",
+        "our sender address refused",
+    ),
+    _rule(
         r"account (?:has been |is )?(?:suspended|inactive|temporarily disabled)"
         r"|mailbox (?:is )?(?:suspended|inactive)",
         "soft",

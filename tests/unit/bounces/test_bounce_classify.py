@@ -183,6 +183,7 @@ def test_arf_without_original_rcpt_to_names_the_originals_recipient() -> None:
         ("554 delivery error: dd This user doesn't have a example.com account", "hard"),
         ("550 Recipient not found by SMTP address lookup", "hard"),
         ("550 No such user here", "hard"),
+        ("550 <news@clinic.example>: Sender address rejected: Domain not found", "soft"),
         ("all relevant MX records point to non-existent hosts", "hard"),
         ("This account has been disabled or discontinued", "hard"),
         ("552 Mailbox quota usage exceeded", "soft"),
