@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from carepost.bounces.parse import Recipient, Report
+from carepost.bounces.report import Recipient, Report
 
 Category = Literal[
     "bounce-hard", "bounce-soft", "complaint", "auto-reply", "delayed", "delivered", "not-bounce"

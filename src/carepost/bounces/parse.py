@@ -6,43 +6,29 @@ why the text extractors are regexes over well-known phrasings rather than per-MT
 from __future__ import annotations
 
 import email
-import email.header
 import email.message
-import json
 import re
-from dataclasses import dataclass, field
 from email.policy import compat32
-from typing import Literal
 
-Kind = Literal["dsn", "arf", "auto-reply", "text-bounce", "none"]
+from carepost.bounces.prose import (
+    is_auto_reply,
+    looks_like_bounce,
+    text_recipients,
+    with_prose,
+)
+from carepost.bounces.report import (
+    ADDRESS_RE,
+    REPLY_RE,
+    STATUS_RE,
+    ParseError,
+    Recipient,
+    Report,
+    header,
+    unfold,
+)
+from carepost.bounces.ses import ses_notification
 
-# RFC 3463: class.subject.detail; detail may run to three digits (5.7.606, 5.7.26).
-STATUS_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
-REPLY_RE = re.compile(r"(?<![\d.-])([245][0-5]\d)(?=[ -]|$)", re.MULTILINE)
-ADDRESS_RE = re.compile(r"[A-Za-z0-9._%+='!#$&*?^`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
-
-
-@dataclass(frozen=True)
-class Recipient:
-    address: str
-    action: str = ""  # RFC 3464 Action: failed / delayed / delivered / relayed / expanded
-    status: str = ""  # RFC 3463 enhanced status code, e.g. "5.1.1"
-    reply_code: str = ""  # SMTP reply code, e.g. "550"
-    diagnostic: str = ""  # remote server's words; used for patterns, never logged
-
-
-@dataclass(frozen=True)
-class Report:
-    kind: Kind
-    recipients: tuple[Recipient, ...] = ()
-    feedback_type: str = ""
-    subject: str = ""
-    text: str = ""  # the human-readable part; only matched against patterns
-    notes: tuple[str, ...] = field(default=())
-
-
-class ParseError(ValueError):
-    """The bytes are not a readable email message. The text never quotes the content."""
+__all__ = ["ParseError", "Recipient", "Report", "parse_message"]
 
 
 def parse_message(data: bytes) -> Report:
@@ -63,7 +49,7 @@ def _parse(data: bytes) -> Report:
     msg = email.message_from_bytes(data, policy=compat32)
     if not msg.keys():
         raise ParseError("no email headers found")
-    subject = _header(msg, "Subject")
+    subject = header(msg, "Subject")
     text = _human_text(msg)
     arf = _find_part(msg, "message/feedback-report")
     if arf is not None:
@@ -74,30 +60,17 @@ def _parse(data: bytes) -> Report:
         # Boundaries that do not match their declaration (mangled by a relay or an
         # anonymiser) leave the report unsplit; its fields are still there to read.
         blocks = _blocks_from_text(_own_body(msg))
-    recipients = [_with_prose(r, text) for r in _dsn_recipients(blocks)]
+    recipients = [with_prose(r, text) for r in _dsn_recipients(blocks)]
     if recipients:
         return Report("dsn", tuple(recipients), subject=subject, text=text)
-    ses = _ses_notification(text)
+    ses = ses_notification(text)
     if ses is not None:
         return Report(ses[0], ses[1], subject=subject, text=text)
-    if _looks_like_bounce(msg, subject, text):
-        return Report("text-bounce", _text_recipients(msg, text), subject=subject, text=text)
-    if _is_auto_reply(msg, subject):
+    if looks_like_bounce(msg, subject, text):
+        return Report("text-bounce", text_recipients(msg, text), subject=subject, text=text)
+    if is_auto_reply(msg, subject):
         return Report("auto-reply", subject=subject, text=text)
     return Report("none", subject=subject, text=text)
-
-
-def _header(msg: email.message.Message, name: str) -> str:
-    value = msg.get(name)
-    if value is None:
-        return ""
-    try:
-        parts = email.header.decode_header(str(value))
-        return "".join(
-            p.decode(c or "ascii", "replace") if isinstance(p, bytes) else p for p, c in parts
-        ).strip()
-    except (LookupError, ValueError):
-        return str(value).strip()
 
 
 def _find_part(msg: email.message.Message, content_type: str) -> email.message.Message | None:
@@ -194,7 +167,7 @@ def _fields(part: email.message.Message) -> list[dict[str, str]]:
     payload = part.get_payload()
     if isinstance(payload, list):
         blocks = [
-            {k.lower(): _unfold(str(v)) for k, v in sub.items()}
+            {k.lower(): unfold(str(v)) for k, v in sub.items()}
             for sub in payload
             if isinstance(sub, email.message.Message)
         ]
@@ -208,14 +181,10 @@ def _blocks_from_text(body: str) -> list[dict[str, str]]:
         if not re.search(r"^[A-Za-z-]+:", chunk.strip(), re.MULTILINE):
             continue
         block = email.message_from_string(chunk.strip() + "\n\n", policy=compat32)
-        fields = {k.lower(): _unfold(str(v)) for k, v in block.items()}
+        fields = {k.lower(): unfold(str(v)) for k, v in block.items()}
         if fields:
             blocks.append(fields)
     return blocks
-
-
-def _unfold(value: str) -> str:
-    return re.sub(r"\s*\r?\n\s+", " ", value).strip()
 
 
 def _original_to(msg: email.message.Message) -> str:
@@ -227,10 +196,10 @@ def _original_to(msg: email.message.Message) -> str:
             if isinstance(payload, list) and payload:
                 inner = payload[0]
                 if isinstance(inner, email.message.Message):
-                    return _header(inner, "To")
+                    return header(inner, "To")
         if ctype == "text/rfc822-headers":
             headers = email.message_from_string(_decoded(part), policy=compat32)
-            return _header(headers, "To")
+            return header(headers, "To")
     return ""
 
 
@@ -291,178 +260,3 @@ def _dsn_recipients(blocks: list[dict[str, str]]) -> list[Recipient]:
             )
         )
     return recipients
-
-
-def _with_prose(rcpt: Recipient, text: str) -> Recipient:
-    """A DSN without Diagnostic-Code often has the remote reply in its prose part, next to
-    the address (Sendmail's transcript, Postfix's "host ... said:")."""
-    if rcpt.diagnostic:
-        return rcpt
-    at = text.lower().find(rcpt.address)
-    if at < 0:
-        return rcpt
-    nearby = _unfold(text[at : at + 600])
-    reply = REPLY_RE.search(nearby)
-    status = rcpt.status or (m.group(0) if (m := STATUS_RE.search(nearby)) else "")
-    return Recipient(
-        address=rcpt.address,
-        action=rcpt.action,
-        status=status,
-        reply_code=reply.group(1) if reply else "",
-        diagnostic=nearby,
-    )
-
-
-# --- Amazon SES / SNS JSON notifications --------------------------------------------------
-
-_SES_KIND = {"Bounce": "dsn", "Complaint": "arf", "Delivery": "dsn"}
-
-
-def _ses_notification(text: str) -> tuple[Kind, tuple[Recipient, ...]] | None:
-    """SES posts its bounce, complaint and delivery events as JSON, often mailed via SNS."""
-    start = text.find('{"notificationType"')
-    if start < 0:
-        return None
-    try:
-        doc, _ = json.JSONDecoder().raw_decode(text[start:])
-    except ValueError:
-        return None
-    kind = doc.get("notificationType") if isinstance(doc, dict) else None
-    if kind not in _SES_KIND:
-        return None
-    out: list[Recipient] = []
-    if kind == "Delivery":
-        delivery = doc.get("delivery") or {}
-        reply = str(delivery.get("smtpResponse", ""))
-        for addr in delivery.get("recipients") or []:
-            out.append(_ses_recipient(str(addr), "delivered", reply))
-    elif kind == "Bounce":
-        bounce = doc.get("bounce") or {}
-        for item in bounce.get("bouncedRecipients") or []:
-            out.append(
-                _ses_recipient(
-                    str(item.get("emailAddress", "")),
-                    "failed",
-                    str(item.get("diagnosticCode", "")),
-                    str(item.get("status", "")),
-                )
-            )
-    else:
-        for item in (doc.get("complaint") or {}).get("complainedRecipients") or []:
-            out.append(Recipient(address=str(item.get("emailAddress", "")).lower()))
-    return _SES_KIND[kind], tuple(r for r in out if r.address)  # type: ignore[return-value]
-
-
-def _ses_recipient(address: str, action: str, diagnostic: str, status: str = "") -> Recipient:
-    found = STATUS_RE.search(status) or STATUS_RE.search(diagnostic)
-    reply = REPLY_RE.search(diagnostic)
-    return Recipient(
-        address=address.lower(),
-        action=action,
-        status=found.group(0) if found else "",
-        reply_code=reply.group(1) if reply else "",
-        diagnostic=diagnostic,
-    )
-
-
-# --- non-standard bounces and auto-replies --------------------------------------------------
-
-_BOUNCE_SENDER = re.compile(r"mailer-daemon|postmaster|mail delivery (?:system|subsystem)", re.I)
-_BOUNCE_SUBJECT = re.compile(
-    r"undeliver|undelivered|delivery (?:status notification|fail|has failed|problem)"
-    r"|returned mail|mail delivery failed|failure notice|delivery failure"
-    r"|could not be delivered|non[- ]?delivery|returning message to sender"
-    r"|postmaster notify|mail system error",
-    re.I,
-)
-
-
-_BOUNCE_BODY = re.compile(
-    r"could not be delivered|couldn't be delivered|permanent (?:fatal )?error|delivery "
-    r"(?:has )?failed|undeliverable|wasn't able to deliver|was not delivered|returned to "
-    r"sender|following address(?:es)? failed|delivery to the following recipients? failed",
-    re.I,
-)
-
-
-def _looks_like_bounce(msg: email.message.Message, subject: str, text: str) -> bool:
-    if msg.get("X-Failed-Recipients"):
-        return True
-    sender = _header(msg, "From")
-    null_sender = not _header(msg, "Return-Path").strip("<> ")
-    machine = (
-        bool(_BOUNCE_SENDER.search(sender))
-        or null_sender
-        or (_header(msg, "Auto-Submitted").lower().startswith("auto-generated"))
-    )
-    # A bounce says so in its subject or its first words; a vacation reply sent with a
-    # null return path does neither.
-    return machine and bool(_BOUNCE_SUBJECT.search(subject) or _BOUNCE_BODY.search(text))
-
-
-_AUTO_SUBJECT = re.compile(
-    r"^(?:auto(?:matic)?[ -]?(?:reply|response|antwort)|out of (?:the )?office|away\b|vacation"
-    r"|on leave|absence|abwesenheit|r[ée]ponse automatique)",
-    re.I,
-)
-
-
-def _is_auto_reply(msg: email.message.Message, subject: str) -> bool:
-    auto = _header(msg, "Auto-Submitted").lower()
-    if auto and auto != "no":
-        return True
-    if any(msg.get(h) for h in ("X-Autoreply", "X-Autorespond", "X-Autoresponder")):
-        return True
-    if _header(msg, "Precedence").lower() == "auto_reply":
-        return True
-    if _header(msg, "X-Auto-Response-Suppress") and _AUTO_SUBJECT.search(subject):
-        return True
-    return bool(_AUTO_SUBJECT.search(subject))
-
-
-# Where bounce prose names a failed recipient: a line that is just the address
-# (qmail's "<a@b>:", Postfix's "<a@b>: host ... said:", Exim's indented address),
-# or the address after a "to"/"recipient" phrase.
-_RCPT_LINE = re.compile(
-    r"^\s*<?(" + ADDRESS_RE.pattern + r")>?\s*(?::|$|\n|\s+on\s|\s*\()", re.MULTILINE
-)
-_RCPT_PHRASE = re.compile(
-    r"(?:delivery to|could not be delivered to|failed (?:recipient|to deliver to)|recipient"
-    r"(?: address)?:?|undeliverable to|message to|address(?:es)? failed:?)\s*<?("
-    + ADDRESS_RE.pattern
-    + r")>?",
-    re.IGNORECASE,
-)
-
-
-def _text_recipients(msg: email.message.Message, text: str) -> tuple[Recipient, ...]:
-    own = {a.lower() for a in ADDRESS_RE.findall(_header(msg, "To") + " " + _header(msg, "From"))}
-    spots: dict[str, int] = {}
-    failed = _header(msg, "X-Failed-Recipients")
-    for addr in ADDRESS_RE.findall(failed):
-        found = text.lower().find(addr.lower())
-        spots.setdefault(addr.lower(), found if found >= 0 else 0)
-    for rx in (_RCPT_LINE, _RCPT_PHRASE):
-        for m in rx.finditer(text):
-            addr = m.group(1).lower()
-            if addr not in own and not _BOUNCE_SENDER.search(addr.split("@")[0]):
-                spots.setdefault(addr, m.start(1))
-    ordered = sorted(spots.items(), key=lambda kv: kv[1])
-    recipients = []
-    for i, (addr, start) in enumerate(ordered):
-        end = ordered[i + 1][1] if i + 1 < len(ordered) and ordered[i + 1][1] > start else len(text)
-        segment = text[start:end]
-        if not STATUS_RE.search(segment) and not REPLY_RE.search(segment):
-            segment = text  # the reason is written once for everyone, often above the list
-        status = STATUS_RE.search(segment)
-        reply = REPLY_RE.search(segment)
-        recipients.append(
-            Recipient(
-                address=addr,
-                action="failed",
-                status=status.group(0) if status else "",
-                reply_code=reply.group(1) if reply else "",
-                diagnostic=_unfold(segment)[:2000],
-            )
-        )
-    return tuple(recipients)
