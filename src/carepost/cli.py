@@ -16,6 +16,7 @@ from carepost import migrate
 from carepost.audit import checkpoint as cp
 from carepost.audit import service as audit
 from carepost.audit.chain import PROBLEMS, ChainReport
+from carepost.bounces.commands import bounce_app
 from carepost.campaigns.commands import campaign_app, sender_app
 from carepost.cli_support import (
     DataDir,
@@ -67,6 +68,7 @@ app.add_typer(delivery_commands.dkim_app, name="dkim")
 app.add_typer(template_app, name="template")
 app.add_typer(sender_app, name="sender")
 app.add_typer(campaign_app, name="campaign")
+app.add_typer(bounce_app, name="bounce")
 app.command("worker")(delivery_commands.worker)
 app.add_typer(delivery_commands.outbox_app, name="outbox")
 app.add_typer(delivery_commands.message_app, name="message")
