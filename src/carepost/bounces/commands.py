@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from carepost.bounces.classify import Classification, classify
 from carepost.bounces.parse import ParseError, parse_message
@@ -72,7 +73,9 @@ def classify_cmd(
 
 def _print_text(doc: dict[str, Any]) -> None:
     if "error" in doc:
-        err.print(f"[bold red]error:[/] {doc['file']}: {doc['error']}", markup=True)
+        # A file name may hold "[...]": escaped, so rich shows it rather than parsing it.
+        problem = escape(f"{doc['file']}: {doc['error']}")
+        err.print(f"[bold red]error:[/] {problem}", markup=True)
         return
     extra = " (mixed hard and soft)" if doc["mixed"] else ""
     if doc.get("feedback_type"):
