@@ -318,19 +318,19 @@ def still_leased(session: Session, ids: Sequence[str], *, worker: str, at: datet
     held: set[str] = set()
     for start in range(0, len(ids), 1000):
         chunk = ids[start : start + 1000]
-        held.update(
-            session.execute(
-                _lock(
-                    session,
-                    select(OutboxMessage.id).where(
-                        and_(
-                            OutboxMessage.id.in_(chunk),
-                            OutboxMessage.state == "claimed",
-                            OutboxMessage.lease_owner == worker,
-                            OutboxMessage.lease_until >= at,
-                        )
-                    ),
-                )
-            ).scalars()
+        query = select(OutboxMessage.id).where(
+            and_(
+                OutboxMessage.id.in_(chunk),
+                OutboxMessage.state == "claimed",
+                OutboxMessage.lease_owner == worker,
+                OutboxMessage.lease_until >= at,
+            )
         )
+        if session.get_bind().dialect.name == "postgresql":
+            # Wait for locks here, never skip: another worker's claim may hold one of our
+            # rows for a moment (PostgreSQL keeps the lock on a row its SKIP LOCKED scan
+            # locked and then found no longer due), and skipping it left the row
+            # `claimed` by us, unsent until the lease ran out.
+            query = query.with_for_update(of=OutboxMessage)
+        held.update(session.execute(query).scalars())
     return held
