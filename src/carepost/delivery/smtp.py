@@ -39,6 +39,8 @@ from carepost.delivery.smtp_session import (
 
 MAX_REPLY = 512
 
+TlsPolicy = Literal["required", "opportunistic"]
+
 
 @dataclass(frozen=True)
 class RelayConfig:
@@ -72,6 +74,10 @@ class Envelope:
     # The producer guarantees CRLF line ends (content.mime builds every message so):
     # the transport then skips scanning 20 KB for stray CR or LF before dot-stuffing.
     crlf_clean: bool = False
+    # "required": verified certificate, TLS >= 1.2, or nothing is sent (anything with
+    # PHI). "opportunistic": TLS when offered, else plaintext; only for classes declared
+    # PHI-free. The relay transport always requires TLS whatever this says.
+    tls: TlsPolicy = "required"
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,9 @@ class Attempt:
     reply: str = ""
     tls_version: str | None = None
     tls_cipher: str | None = None
+    # What the evidence records as the delivery method when it differs from the
+    # transport's own (`Transport.method`), e.g. direct delivery's "tls_direct".
+    method: str | None = None
 
 
 def redact_reply(text: str, addresses: Sequence[str]) -> str:

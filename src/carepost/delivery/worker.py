@@ -456,6 +456,7 @@ class Worker:
                     "reply": attempt.reply or None,
                     "tls_version": attempt.tls_version,
                     "tls_cipher": attempt.tls_cipher,
+                    "method": attempt.method or self.transport.method,
                 }
             )
             changes.append((p.claimed.id, nxt.state, nxt.reason))
