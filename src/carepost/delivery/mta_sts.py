@@ -7,7 +7,7 @@ with `doctor dns` and direct delivery.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 Mode = Literal["enforce", "testing", "none"]
 
@@ -31,3 +31,10 @@ class StsPolicy:
             elif host == pattern:
                 return True
         return False
+
+
+class PolicySource(Protocol):
+    async def policy(self, domain: str) -> StsPolicy | None:
+        """The domain's policy in force (fetched or cached), or None when it publishes
+        none. A fetch failure with nothing cached is None too (RFC 8461 section 5)."""
+        ...

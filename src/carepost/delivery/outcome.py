@@ -39,6 +39,11 @@ REASONS = {
     "relay_refused": "the relay refused the session before any message was offered",
     "auth_failed": "the relay refused carepost's credentials; nothing was sent",
     "invalid_address": "the address cannot be written into an SMTP command",
+    # Direct delivery: the recipient's own server, not our relay, could not give the TLS
+    # the message requires. Never an operator alert; the worker falls back to the portal
+    # or fails the message, as the sender profile says.
+    "mx_tls_unavailable": "the recipient's mail server offers no STARTTLS; nothing was sent",
+    "mx_tls_failed": "the recipient's mail server failed TLS or its certificate; nothing was sent",
 }
 
 # Reasons no single message caused: every message fails the same way until an operator
@@ -64,6 +69,11 @@ class Outcome:
     def tls_alert(self) -> bool:
         """Nothing went out because TLS could not be had: operators must hear of it."""
         return self.reason in ("tls_unavailable", "tls_failed")
+
+    @property
+    def recipient_tls_failure(self) -> bool:
+        """The recipient's server cannot take this message with the TLS it requires."""
+        return self.reason in ("mx_tls_unavailable", "mx_tls_failed")
 
     @property
     def alert(self) -> str | None:
@@ -129,6 +139,14 @@ def session_refused(step: str, code: int, text: str) -> Outcome:
     phase: Phase = "tls" if step == "starttls" else "connect"
     reason = "auth_failed" if step == "auth" else "relay_refused"
     return Outcome("deferred", reason, phase, code, enhanced_status(text))
+
+
+def mx_tls_unavailable() -> Outcome:
+    return Outcome("deferred", "mx_tls_unavailable", "tls")
+
+
+def mx_tls_failed() -> Outcome:
+    return Outcome("deferred", "mx_tls_failed", "tls")
 
 
 def invalid_address() -> Outcome:
