@@ -229,18 +229,11 @@ def claim(
     if not rows:
         return []
     until = at + lease
+    # One statement for the batch: every row takes the same values.
     session.execute(
-        update(OutboxMessage),
-        [
-            {
-                "id": r.id,
-                "state": "claimed",
-                "lease_owner": worker,
-                "lease_until": until,
-                "updated_at": at,
-            }
-            for r in rows
-        ],
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_([r.id for r in rows]))
+        .values(state="claimed", lease_owner=worker, lease_until=until, updated_at=at)
     )
     transition(session, [(r.id, "claimed", worker[:64]) for r in rows], at)
     return [

@@ -46,7 +46,7 @@ from carepost.content.template import TemplateSpec, compile_template
 from carepost.content.tokens import TokenSigner
 from carepost.crypto.envelope import aad, seal
 from carepost.crypto.keyring import KeyRing
-from carepost.db import bulk_insert, driver_value, transaction
+from carepost.db import bulk_insert, bulk_update, driver_value, transaction
 from carepost.delivery import archive, dkim, machine, outbox
 from carepost.delivery.compose import CampaignKit, Composed, Draft, compose, finish
 from carepost.delivery.models import (
@@ -95,6 +95,25 @@ class _Prepared:
 
 
 _Packed = tuple[Composed, bytes]
+
+_FINAL_OUTBOX_COLUMNS = (
+    "state",
+    "next_attempt_at",
+    "lease_owner",
+    "lease_until",
+    "last_reason",
+    "updated_at",
+)
+_FINAL_ATTEMPT_COLUMNS = (
+    "finished_at",
+    "status",
+    "reason",
+    "code",
+    "reply",
+    "tls_version",
+    "tls_cipher",
+    "method",
+)
 
 
 def _finish_and_pack(draft: Draft, kit: CampaignKit) -> _Packed:
@@ -319,17 +338,19 @@ class Worker:
         report.denied += len(denied)
         report.no_address += len(no_address)
         if prepared:
-            session.execute(
-                update(OutboxMessage),
+            bulk_update(
+                session,
+                OutboxMessage.__table__,
+                ("state", "attempts", "unknown_retries", "updated_at"),
+                ("id",),
                 [
-                    {
-                        "id": p.claimed.id,
-                        "state": "attempt_started",
-                        "attempts": p.attempt_no,
-                        "unknown_retries": p.claimed.unknown_retries
-                        + (1 if p.claimed.spends_unknown_retry else 0),
-                        "updated_at": at,
-                    }
+                    (
+                        "attempt_started",
+                        p.attempt_no,
+                        p.claimed.unknown_retries + (1 if p.claimed.spends_unknown_retry else 0),
+                        at,
+                        p.claimed.id,
+                    )
                     for p in prepared
                 ],
             )
@@ -435,37 +456,41 @@ class Worker:
             )
             report.results[nxt.state] += 1
             outbox_params.append(
-                {
-                    "id": p.claimed.id,
-                    "state": nxt.state,
-                    "next_attempt_at": nxt.next_attempt_at,
-                    "lease_owner": None,
-                    "lease_until": None,
-                    "last_reason": nxt.reason,
-                    "updated_at": at,
-                }
+                (nxt.state, nxt.next_attempt_at, None, None, nxt.reason, at, p.claimed.id)
             )
             attempt_params.append(
-                {
-                    "outbox_id": p.claimed.id,
-                    "attempt": p.attempt_no,
-                    "finished_at": at,
-                    "status": outcome.status,
-                    "reason": outcome.reason,
-                    "code": outcome.code,
-                    "reply": attempt.reply or None,
-                    "tls_version": attempt.tls_version,
-                    "tls_cipher": attempt.tls_cipher,
-                    "method": attempt.method or self.transport.method,
-                }
+                (
+                    at,
+                    outcome.status,
+                    outcome.reason,
+                    outcome.code,
+                    attempt.reply or None,
+                    attempt.tls_version,
+                    attempt.tls_cipher,
+                    attempt.method or self.transport.method,
+                    p.claimed.id,
+                    p.attempt_no,
+                )
             )
             changes.append((p.claimed.id, nxt.state, nxt.reason))
             if outcome.alert is not None:
                 alerts[outcome.reason] += 1
             if outcome.bounce == "hard":
                 hard_bounces.append((p.claimed.contact_id, p.composed.rcpt, p.claimed.id))
-        session.execute(update(OutboxMessage), outbox_params)
-        session.execute(update(DeliveryAttempt), attempt_params)
+        bulk_update(
+            session,
+            OutboxMessage.__table__,
+            _FINAL_OUTBOX_COLUMNS,
+            ("id",),
+            outbox_params,
+        )
+        bulk_update(
+            session,
+            DeliveryAttempt.__table__,
+            _FINAL_ATTEMPT_COLUMNS,
+            ("outbox_id", "attempt"),
+            attempt_params,
+        )
         outbox.transition(session, changes, at)
         for kind, count in alerts.items():
             session.add(
