@@ -432,6 +432,7 @@ class Worker:
                 at=at,
                 policy=self.config.retry,
                 rng=self.rng,
+                held_back=p.claimed.held_back,
             )
             report.results[nxt.state] += 1
             outbox_params.append(
@@ -442,6 +443,7 @@ class Worker:
                     "lease_owner": None,
                     "lease_until": None,
                     "last_reason": nxt.reason,
+                    "held_back": p.claimed.held_back + nxt.held_back,
                     "updated_at": at,
                 }
             )
