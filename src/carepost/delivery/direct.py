@@ -50,6 +50,7 @@ from carepost.delivery.smtp_session import (
     SessionRefused,
     SessionTls,
     SmtpSession,
+    StartTlsLost,
     TlsUnavailable,
 )
 from carepost.delivery.throttle import Throttle, ThrottleConfig, WarmupLedger
@@ -247,6 +248,8 @@ class DirectTransport:
             if exc.step == "starttls":
                 return mx_tls_failed()
             return mx_refused(exc.reply.code, exc.reply.text)
+        except StartTlsLost:
+            return mx_tls_failed()
         except Exception as exc:  # TimeoutError, OSError (ssl.SSLError), SessionLost
             failure = open_failure(exc)
             if failure is None:

@@ -60,6 +60,12 @@ class SessionRefused(Exception):
         self.reply = reply
 
 
+class StartTlsLost(SessionLost):
+    """The connection broke between our STARTTLS and the end of the handshake (the server
+    hung up, or sent something that is neither a reply nor TLS). Still `SessionLost` for
+    the relay; direct delivery reads it as the server failing TLS."""
+
+
 class TlsUnavailable(Exception):
     """STARTTLS mode, and the server does not offer STARTTLS."""
 
@@ -212,9 +218,15 @@ class SmtpSession:
                     raise TlsUnavailable
                 if upgrade:
                     wire.write(b"STARTTLS\r\n")
-                    reply = await wire.reply()
+                    try:
+                        reply = await wire.reply()
+                        if reply.code == 220:
+                            await _start_tls(wire, context, server_name, timeout)
+                    except ssl.SSLError:
+                        raise
+                    except (SessionLost, ConnectionError) as exc:
+                        raise StartTlsLost("the connection broke during STARTTLS") from exc
                     if reply.code == 220:
-                        await _start_tls(wire, context, server_name, timeout)
                         ext = await _ehlo(wire, name)
                     elif tls == "starttls":
                         raise SessionRefused("starttls", reply)
