@@ -8,11 +8,15 @@ import threading
 from datetime import UTC, date, datetime, timedelta
 from random import Random
 
+import pytest
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from carepost.audit.actor import Actor
+from carepost.config import DirectDomainLimits, Settings
 from carepost.db import transaction
 from carepost.delivery.direct import DirectConfig, DirectTransport
+from carepost.delivery.factory import transport_for
 from carepost.delivery.models import DeliveryAttempt, OutboxMessage
 from carepost.delivery.throttle import ThrottleConfig, next_day
 from carepost.delivery.warmup import DbLedger
@@ -114,3 +118,43 @@ def test_db_ledger_concurrent_reservations_never_exceed_the_cap(workspace: Works
         t.join()
     assert sum(granted) == 100
     assert DbLedger(workspace.engine).used("ip-a", day) == 100
+
+
+def test_settings_build_the_direct_transport(workspace: Workspace) -> None:
+    settings = workspace.settings.model_copy(
+        update={
+            "transport": "direct",
+            "direct_ehlo_name": "mail.clinic.example",
+            "direct_max_connections": 3,
+            "direct_domain_limits": {
+                "Example.ORG": DirectDomainLimits(max_connections=1, per_minute=6)
+            },
+            "direct_warmup_start": date(2026, 11, 24),
+            "direct_warmup_schedule": [10, 20],
+            "direct_tls_overrides": {"Partner.example": "required"},
+        }
+    )
+    ws = Workspace(settings)
+    ws.__dict__["engine"] = workspace.engine  # the same database, opened once
+    transport = transport_for(ws)
+    assert isinstance(transport, DirectTransport)
+    c = transport.config
+    assert c.ehlo_name == "mail.clinic.example"
+    assert c.tls_overrides == {"partner.example": "required"}
+    assert c.throttle.limits("example.org").per_minute == 6
+    assert c.throttle.limits("gmail.com").max_connections == 10  # built in
+    assert c.throttle.limits("clinic.example").max_connections == 3
+    assert (c.throttle.warmup_start, tuple(c.throttle.warmup_schedule)) == (
+        date(2026, 11, 24),
+        (10, 20),
+    )
+
+
+def test_bad_direct_settings_name_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAREPOST_DIRECT_TLS_OVERRIDES", '{"partner.example": "none"}')
+    with pytest.raises(ValidationError, match="direct_tls_overrides"):
+        Settings()
+    monkeypatch.setenv("CAREPOST_DIRECT_TLS_OVERRIDES", '{"partner.example": "required"}')
+    monkeypatch.setenv("CAREPOST_DIRECT_DOMAIN_LIMITS", '{"gmail.com": {"per_minute": 0}}')
+    with pytest.raises(ValidationError, match="direct_domain_limits"):
+        Settings()
