@@ -69,5 +69,6 @@ def actor() -> Actor:
     return Actor("cli:tester", "cli", "test-host")
 
 
-# A real SMTP server with STARTTLS and injected faults (tests/smtp_sink.py).
-pytest_plugins = ["smtp_sink", "cli_runner"]
+# A real SMTP server with STARTTLS and injected faults (tests/smtp_sink.py); loopback
+# recipient MX servers, one per TLS behaviour, and their resolver (tests/tls_servers.py).
+pytest_plugins = ["smtp_sink", "tls_servers", "cli_runner"]

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import os
 import tomllib
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SETTINGS_FILE_NAME = "carepost.toml"
 DEFAULT_DATA_DIR = "carepost-data"
+
+
+class DirectDomainLimits(BaseModel):
+    max_connections: int = Field(default=5, ge=1, le=100)
+    per_minute: float = Field(default=120.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -36,8 +42,9 @@ class Settings(BaseSettings):
     # Local development only: allows a plain-http public_url. Never in production.
     dev_insecure: bool = False
     # How workers hand mail over: "capture" (the built-in local SMTP server, the embedded
-    # default), "smtp" (a relay: STARTTLS or implicit TLS, always verified) or "null".
-    transport: Literal["capture", "smtp", "null"] = "capture"
+    # default), "smtp" (a relay: STARTTLS or implicit TLS, always verified), "direct" (to
+    # each recipient domain's own MX hosts, see the direct_* settings) or "null".
+    transport: Literal["capture", "smtp", "direct", "null"] = "capture"
     capture_port: int = Field(default=2525, ge=1, le=65535)
     smtp_host: str = ""
     smtp_port: int = Field(default=587, ge=1, le=65535)
@@ -49,6 +56,27 @@ class Settings(BaseSettings):
     smtp_timeout: float = Field(default=30.0, gt=0)
     smtp_pool_size: int = Field(default=8, ge=1, le=256)
     smtp_messages_per_connection: int = Field(default=100, ge=1)
+    # Direct delivery (transport "direct"). EHLO name: this server's public host name,
+    # which receivers check against its reverse DNS; empty means the host name.
+    direct_ehlo_name: str = ""
+    direct_timeout: float = Field(default=60.0, gt=0)
+    direct_mx_cache_seconds: float = Field(default=300.0, ge=0)
+    # Per recipient domain, per worker process: connections at once and messages a
+    # minute. `direct_domain_limits` adds to or replaces the built-in ones for the large
+    # receivers (delivery.throttle.KNOWN_DOMAINS), e.g. {"gmail.com": {"max_connections":
+    # 10, "per_minute": 600}}.
+    direct_max_connections: int = Field(default=5, ge=1, le=100)
+    direct_per_minute: float = Field(default=120.0, gt=0)
+    direct_domain_limits: dict[str, DirectDomainLimits] = Field(default_factory=dict)
+    # Warm-up of a new sending IP: daily caps from the start date (UTC days), then none.
+    # No start date: the IP is established and has no cap.
+    direct_warmup_start: date | None = None
+    direct_warmup_schedule: list[int] = Field(
+        default_factory=lambda: [50, 100, 500, 1000, 5000, 10_000, 20_000, 50_000, 100_000]
+    )
+    # Operator TLS policy per recipient domain: "required" makes even messages of
+    # PHI-free classes need verified TLS there. Nothing can loosen a message's policy.
+    direct_tls_overrides: dict[str, Literal["required"]] = Field(default_factory=dict)
     worker_batch_size: int = Field(default=200, ge=1, le=10_000)
     worker_concurrency: int = Field(default=16, ge=1, le=1024)
     # Minutes a worker holds claimed messages before another may take them back.

@@ -8,9 +8,14 @@ from pathlib import Path
 
 from carepost.consent.headers import public_base_url
 from carepost.delivery import capture
+from carepost.delivery.direct import DirectConfig, DirectTransport
+from carepost.delivery.mta_sts import PolicySource
 from carepost.delivery.null import NullTransport
+from carepost.delivery.resolver import DnsResolver
 from carepost.delivery.smtp import RelayConfig, SmtpTransport
+from carepost.delivery.throttle import KNOWN_DOMAINS, DomainLimits, ThrottleConfig
 from carepost.delivery.transport import Transport
+from carepost.delivery.warmup import DbLedger
 from carepost.delivery.worker import Worker, WorkerConfig
 from carepost.workspace import Workspace
 
@@ -37,6 +42,8 @@ def transport_for(ws: Workspace) -> Transport:
                 max_messages_per_connection=s.smtp_messages_per_connection,
             )
         )
+    if s.transport == "direct":
+        return direct_transport(ws)
     if not s.smtp_host:
         raise DeliveryConfigError("CAREPOST_SMTP_HOST is not set (transport smtp)")
     ctx = ssl.create_default_context(cafile=s.smtp_ca_file or None)
@@ -53,6 +60,32 @@ def transport_for(ws: Workspace) -> Transport:
             max_messages_per_connection=s.smtp_messages_per_connection,
         )
     )
+
+
+def direct_transport(ws: Workspace, *, sts: PolicySource | None = None) -> DirectTransport:
+    """Direct delivery with the system's DNS and trust store; warm-up counted in the
+    database (shared by every worker). The MTA-STS source is passed in by the caller."""
+    s = ws.settings
+    default = DomainLimits(max_connections=s.direct_max_connections, per_minute=s.direct_per_minute)
+    domains = dict(KNOWN_DOMAINS)
+    for name, limits in s.direct_domain_limits.items():
+        domains[name.lower()] = DomainLimits(
+            max_connections=limits.max_connections, per_minute=limits.per_minute
+        )
+    throttle = ThrottleConfig(
+        default=default,
+        domains=domains,
+        warmup_schedule=tuple(s.direct_warmup_schedule),
+        warmup_start=s.direct_warmup_start,
+    )
+    config = DirectConfig(
+        ehlo_name=s.direct_ehlo_name or None,
+        timeout=s.direct_timeout,
+        mx_cache_seconds=s.direct_mx_cache_seconds,
+        tls_overrides={k.lower(): v for k, v in s.direct_tls_overrides.items()},
+        throttle=throttle,
+    )
+    return DirectTransport(DnsResolver(), sts, config, ledger=DbLedger(ws.engine))
 
 
 def worker_for(ws: Workspace, *, name: str | None = None) -> Worker:

@@ -6,10 +6,11 @@
                                                          unknown
 
 Results: `sent`; `failed` (5xx, or retries used up); `deferred` (4xx, timeouts, no TLS:
-retried at next_attempt_at with exponential backoff and full jitter); `unknown` (the
-line died after the body was sent: retried ONCE with the same Message-ID, then left for
-an operator, because a second copy is the price of never losing one); `denied` (the
-consent gate said no at send time).
+retried at next_attempt_at with exponential backoff and full jitter; or held back by
+carepost's own warm-up cap or domain rate: retried when the limit says, without spending
+the retry budget); `unknown` (the line died after the body was sent: retried ONCE with
+the same Message-ID, then left for an operator, because a second copy is the price of
+never losing one); `denied` (the consent gate said no at send time).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class Next:
     next_attempt_at: datetime | None
     reason: str
     count_unknown: bool = False
+    # carepost's own limit held the message back (Outcome.retry_at): the worker gives
+    # this try back to the retry budget (outbox.held_back).
+    held_back: bool = False
 
 
 def after_attempt(
@@ -54,9 +58,12 @@ def after_attempt(
     at: datetime,
     policy: RetryPolicy,
     rng: Random,
+    held_back: int = 0,
 ) -> Next:
-    """`attempts` counts this attempt; `unknown_retries` how many unknown retries were
-    already spent before it."""
+    """`attempts` counts this attempt and every earlier one, `held_back` how many of the
+    earlier ones carepost's own limits stopped before any connection (warm-up caps, domain
+    rates: they do not spend the retry budget); `unknown_retries` how many unknown
+    retries were already spent before it."""
     if outcome.status == "sent":
         return Next("sent", None, outcome.reason)
     if outcome.status == "failed":
@@ -65,7 +72,11 @@ def after_attempt(
         if unknown_retries < policy.unknown_retries:
             return Next("unknown", at + policy.backoff(1, rng), outcome.reason, True)
         return Next("unknown", None, "unknown_final", True)
-    if attempts >= policy.max_attempts:
+    if outcome.retry_at is not None:
+        # Our own limit: the message was never offered, so the time is ours to choose
+        # and the try does not count (a warm-up week must not fail a campaign).
+        return Next("deferred", max(outcome.retry_at, at), outcome.reason, held_back=True)
+    if attempts - held_back >= policy.max_attempts:
         return Next("failed", None, "retries_exhausted")
     return Next("deferred", at + policy.backoff(attempts, rng), outcome.reason)
 

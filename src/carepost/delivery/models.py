@@ -12,9 +12,9 @@ gate_decisions. Nothing here is PHI: ids, states, times, codes, hashes.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import Date, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from carepost.db import Base, UTCDateTime
@@ -33,6 +33,9 @@ class OutboxMessage(Base):
     state: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer)
     unknown_retries: Mapped[int] = mapped_column(Integer)
+    # Attempts that carepost's own limits (warm-up cap, domain rate) stopped before any
+    # connection: they do not count against the retry budget (delivery.machine).
+    held_back: Mapped[int] = mapped_column(Integer, server_default="0")
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -66,7 +69,8 @@ class DeliveryAttempt(Base):
     )
     attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
     transport: Mapped[str] = mapped_column(String(16))
-    method: Mapped[str] = mapped_column(String(16))  # tls_relay | capture | null
+    # tls_relay | capture | null | tls_direct | tls_direct_unverified | plain_direct
+    method: Mapped[str] = mapped_column(String(32))
     message_id: Mapped[str] = mapped_column(String(254))
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(Integer)
@@ -109,3 +113,14 @@ class DeliveryAlert(Base):
     kind: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str] = mapped_column(String(256))
     count: Mapped[int] = mapped_column(Integer)
+
+
+class WarmupCount(Base):
+    """Messages a warming-up sending IP was allowed per UTC day (delivery.warmup). Shared
+    by every worker process: each reserves blocks of the day's cap here."""
+
+    __tablename__ = "delivery_warmup"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)  # sending IP label
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    reserved: Mapped[int] = mapped_column(Integer)

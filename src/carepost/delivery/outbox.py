@@ -38,6 +38,7 @@ class Claimed:
     attempts: int
     unknown_retries: int
     last_reason: str | None = None
+    held_back: int = 0
 
     @property
     def spends_unknown_retry(self) -> bool:
@@ -195,6 +196,7 @@ def claim(
         OutboxMessage.attempts,
         OutboxMessage.unknown_retries,
         OutboxMessage.last_reason,
+        OutboxMessage.held_back,
     )
     is_due = _is_due(at, policy)
     order = (OutboxMessage.lane, OutboxMessage.next_attempt_at, OutboxMessage.id)
@@ -245,6 +247,7 @@ def claim(
             r.attempts,
             r.unknown_retries,
             r.last_reason,
+            r.held_back,
         )
         for r in rows
     ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 Status = Literal["sent", "deferred", "failed", "unknown"]
@@ -44,6 +45,15 @@ REASONS = {
     # or fails the message, as the sender profile says.
     "mx_tls_unavailable": "the recipient's mail server offers no STARTTLS; nothing was sent",
     "mx_tls_failed": "the recipient's mail server failed TLS or its certificate; nothing was sent",
+    "mx_refused": "the recipient's mail server refused the session; retried later",
+    # Direct delivery: the recipient's domain, as DNS describes it.
+    "null_mx": "the recipient's domain accepts no mail (null MX, RFC 7505)",
+    "no_mail_host": "the recipient's domain has no MX and no address to deliver to",
+    "dns_failed": "the recipient's domain could not be looked up; retried later",
+    # Direct delivery: carepost's own limits. Nothing was sent, and the retry does not
+    # spend the message's retry budget (Outcome.retry_at says when).
+    "warmup_cap": "the sending IP's warm-up cap for today is reached; retried tomorrow",
+    "domain_throttled": "the recipient domain's rate limit is reached; retried shortly",
 }
 
 # Reasons no single message caused: every message fails the same way until an operator
@@ -64,6 +74,9 @@ class Outcome:
     code: int | None = None
     enhanced: str | None = None
     bounce: Bounce | None = None
+    # Set by carepost's own limits (warm-up caps, domain rates): retry at this time, and
+    # do not count this try against the message's retry budget (delivery.machine).
+    retry_at: datetime | None = None
 
     @property
     def tls_alert(self) -> bool:
@@ -151,3 +164,31 @@ def mx_tls_failed() -> Outcome:
 
 def invalid_address() -> Outcome:
     return Outcome("failed", "invalid_address", "mail")
+
+
+def dns_failed() -> Outcome:
+    return Outcome("deferred", "dns_failed", "connect")
+
+
+def null_mx() -> Outcome:
+    return Outcome("failed", "null_mx", "connect")
+
+
+def no_mail_host() -> Outcome:
+    # Deferred, not failed: a domain without MX or address records is most often one
+    # whose DNS is being changed; retries run out in about a day (RetryPolicy).
+    return Outcome("deferred", "no_mail_host", "connect")
+
+
+def held_back(reason: Literal["warmup_cap", "domain_throttled"], retry_at: datetime) -> Outcome:
+    """carepost's own limit stopped the message before any connection: retry at
+    `retry_at` without spending the retry budget."""
+    if retry_at.tzinfo is None:
+        raise ValueError("retry_at must be an aware datetime")
+    return Outcome("deferred", reason, "connect", retry_at=retry_at)
+
+
+def mx_refused(code: int, text: str) -> Outcome:
+    """A recipient's server refused the greeting or EHLO: its state, not the message's,
+    and not ours to alert on (unlike a relay's refusal)."""
+    return Outcome("deferred", "mx_refused", "connect", code, enhanced_status(text))

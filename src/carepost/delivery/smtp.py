@@ -11,7 +11,8 @@ more than messages), with TCP_NODELAY so small commands are not held back by Nag
 algorithm, and MAIL, RCPT and DATA pipelined (RFC 2920) when the relay offers it. Any
 doubt about a connection's state (a timeout, a dropped line, a 421) closes it; the next
 message opens a fresh one. The protocol itself is in `smtp_session` (I/O) and `smtp_wire`
-(pure); why carepost speaks it itself is said there.
+(pure); why carepost speaks it itself is said there. `SessionPool`, `transact` and
+`open_failure` are shared with direct delivery (`delivery.direct`).
 """
 
 from __future__ import annotations
@@ -92,6 +93,9 @@ class Attempt:
     # What the evidence records as the delivery method when it differs from the
     # transport's own (`Transport.method`), e.g. direct delivery's "tls_direct".
     method: str | None = None
+    # Codes worth keeping with the evidence (delivery.tls_policy.NOTES), e.g. that the
+    # recipient domain's MTA-STS policy is in testing mode. Never names or addresses.
+    notes: tuple[str, ...] = ()
 
 
 def redact_reply(text: str, addresses: Sequence[str]) -> str:
@@ -109,6 +113,91 @@ def redact_reply(text: str, addresses: Sequence[str]) -> str:
     return line
 
 
+class SessionPool:
+    """Idle sessions to one destination, kept for the next message: shared by the relay
+    transport and direct delivery (one pool per MX host address and TLS level there).
+    The caller owns concurrency (the relay's semaphore, direct delivery's per-domain
+    limits); the pool decides whether a session can carry the next message and whether it
+    goes back on the list afterwards."""
+
+    def __init__(self, max_messages_per_connection: int) -> None:
+        self.max_messages = max_messages_per_connection
+        self._idle: list[SmtpSession] = []
+
+    def __len__(self) -> int:
+        return len(self._idle)
+
+    async def send_reused(self, envelope: Envelope) -> Attempt | None:
+        """The message over an idle session, or None when no idle session could take it
+        (the caller opens a new one)."""
+        while self._idle:
+            session = self._idle.pop()
+            if not session.usable:
+                session.abort()
+                continue
+            attempt, reusable = await transact(session, envelope)
+            # A server closes idle connections whenever it likes; a pooled connection
+            # found dead before MAIL was answered is no news about the message.
+            if attempt.outcome.reason != "lost_before_data" or attempt.outcome.phase != "mail":
+                return await self.release(session, attempt, reusable)
+        return None
+
+    async def send_on(self, session: SmtpSession, envelope: Envelope) -> Attempt:
+        """The message over a session just opened; the session is kept when it can be."""
+        attempt, reusable = await transact(session, envelope)
+        return await self.release(session, attempt, reusable)
+
+    async def release(self, session: SmtpSession, attempt: Attempt, reusable: bool) -> Attempt:
+        if reusable and session.sent < self.max_messages:
+            self._idle.append(session)
+        elif reusable:
+            await session.quit()
+        else:
+            session.abort()
+        return attempt
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(session.quit() for session in idle))
+
+
+async def transact(session: SmtpSession, env: Envelope) -> tuple[Attempt, bool]:
+    """One message on an open session: the attempt, and whether the session is reusable."""
+    method = session.method
+    try:
+        result = await session.transaction(
+            env.mail_from, env.rcpt_to, env.data, crlf_clean=env.crlf_clean
+        )
+    except ValueError:
+        attempt = Attempt(invalid_address(), "", session.tls_version, session.tls_cipher, method)
+        return attempt, True
+    if result.reply is None:
+        assert result.error is not None
+        outcome = classify_error(result.phase, result.error)
+        return Attempt(outcome, "", session.tls_version, session.tls_cipher, method), False
+    reply = result.reply
+    phase = "data" if result.phase == "after_data" else result.phase
+    outcome = classify_reply(phase, reply.code, reply.text)
+    text = redact_reply(str(reply), (env.rcpt_to, env.mail_from))
+    attempt = Attempt(outcome, text, session.tls_version, session.tls_cipher, method)
+    return attempt, result.reusable
+
+
+def open_failure(exc: BaseException) -> Outcome | None:
+    """What an exception from `SmtpSession.open` means, for the failures every transport
+    reads alike (no connection, a timeout, a TLS failure); None for the rest
+    (TlsUnavailable, SessionRefused), which each transport names itself."""
+    if isinstance(exc, TimeoutError):
+        return classify_error("connect", "timeout")
+    if isinstance(exc, SessionLost):
+        return classify_error("tls" if is_tls_failure(exc) else "connect", "lost")
+    if isinstance(exc, OSError):  # ssl.SSLError is an OSError: check the chain first
+        if is_tls_failure(exc):
+            return classify_error("tls", "tls")
+        return classify_error("connect", "connect")
+    return None
+
+
 class SmtpTransport:
     name = "smtp"
     method = "tls_relay"
@@ -116,7 +205,7 @@ class SmtpTransport:
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
         self._ctx = config.context()
-        self._idle: list[SmtpSession] = []
+        self._pool = SessionPool(config.max_messages_per_connection)
         self._slots = asyncio.Semaphore(config.pool_size)
 
     async def _open(self) -> SmtpSession | Outcome:
@@ -136,14 +225,10 @@ class SmtpTransport:
             return tls_unavailable()
         except SessionRefused as exc:
             return session_refused(exc.step, exc.reply.code, exc.reply.text)
-        except TimeoutError:
-            return classify_error("connect", "timeout")
-        except SessionLost as exc:
-            return classify_error("tls" if _is_tls_failure(exc) else "connect", "lost")
-        except OSError as exc:  # ssl.SSLError is an OSError: check the chain first
-            if _is_tls_failure(exc):
-                return classify_error("tls", "tls")
-            return classify_error("connect", "connect")
+        except (TimeoutError, OSError, SessionLost) as exc:
+            failure = open_failure(exc)
+            assert failure is not None
+            return failure
         if session.tls_version is None:  # cannot happen after STARTTLS or implicit TLS
             session.abort()
             return tls_unavailable()
@@ -151,54 +236,19 @@ class SmtpTransport:
 
     async def send(self, envelope: Envelope) -> Attempt:
         async with self._slots:
-            while self._idle:
-                session = self._idle.pop()
-                if not session.usable:
-                    session.abort()
-                    continue
-                attempt, reusable = await self._transact(session, envelope)
-                # A relay closes idle connections whenever it likes; a pooled connection
-                # found dead before MAIL was answered is no news about the message.
-                if attempt.outcome.reason != "lost_before_data" or attempt.outcome.phase != "mail":
-                    return await self._release(session, attempt, reusable)
+            attempt = await self._pool.send_reused(envelope)
+            if attempt is not None:
+                return attempt
             opened = await self._open()
             if isinstance(opened, Outcome):
                 return Attempt(opened)
-            attempt, reusable = await self._transact(opened, envelope)
-            return await self._release(opened, attempt, reusable)
-
-    async def _release(self, session: SmtpSession, attempt: Attempt, reusable: bool) -> Attempt:
-        if reusable and session.sent < self.config.max_messages_per_connection:
-            self._idle.append(session)
-        elif reusable:
-            await session.quit()
-        else:
-            session.abort()
-        return attempt
-
-    async def _transact(self, session: SmtpSession, env: Envelope) -> tuple[Attempt, bool]:
-        try:
-            result = await session.transaction(
-                env.mail_from, env.rcpt_to, env.data, crlf_clean=env.crlf_clean
-            )
-        except ValueError:
-            return Attempt(invalid_address(), "", session.tls_version, session.tls_cipher), True
-        if result.reply is None:
-            assert result.error is not None
-            outcome = classify_error(result.phase, result.error)
-            return Attempt(outcome, "", session.tls_version, session.tls_cipher), False
-        reply = result.reply
-        phase = "data" if result.phase == "after_data" else result.phase
-        outcome = classify_reply(phase, reply.code, reply.text)
-        text = redact_reply(str(reply), (env.rcpt_to, env.mail_from))
-        return Attempt(outcome, text, session.tls_version, session.tls_cipher), result.reusable
+            return await self._pool.send_on(opened, envelope)
 
     async def close(self) -> None:
-        idle, self._idle = self._idle, []
-        await asyncio.gather(*(session.quit() for session in idle))
+        await self._pool.close()
 
 
-def _is_tls_failure(exc: BaseException) -> bool:
+def is_tls_failure(exc: BaseException) -> bool:
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:

@@ -10,10 +10,17 @@ a worker's time per message. Here MAIL, RCPT and DATA go out in one write when t
 announces PIPELINING, a reply costs a deque append, and the body is dot-stuffed with one
 `bytes.replace`.
 
-TLS is never optional in this module: a session is either implicit TLS (RFC 8314) or
+For a relay, TLS is never optional: a session is either implicit TLS (RFC 8314) or
 upgrades with STARTTLS before anything but EHLO is said, with the caller's verifying
 context. Replies that arrive unasked before the TLS handshake are refused (the STARTTLS
 command-injection attack, CVE-2011-0411's class): they could be a forgery.
+
+Two more modes exist for direct delivery of messages declared PHI-free, and only for them
+(`delivery.direct` picks the mode from `delivery.tls_policy`; `RelayConfig.tls` cannot name
+them): `opportunistic` upgrades when STARTTLS is offered and otherwise, or after a refused
+STARTTLS, goes on in plaintext (RFC 7435); `plain` never upgrades, for the reconnection
+after a handshake that failed. `starttls` with a verifying context and `tls_name` set to
+the MX host is what a PHI-bearing message gets on the recipient's own server.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from carepost.delivery.smtp_wire import ProtocolError, Reply
 _HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
 
 Phase = Literal["mail", "rcpt", "data"]
+SessionTls = Literal["starttls", "implicit", "opportunistic", "plain"]
 _PHASES: tuple[Phase, Phase, Phase] = ("mail", "rcpt", "data")
 
 
@@ -50,6 +58,12 @@ class SessionRefused(Exception):
         super().__init__(f"{step} refused with {reply.code}")
         self.step = step
         self.reply = reply
+
+
+class StartTlsLost(SessionLost):
+    """The connection broke between our STARTTLS and the end of the handshake (the server
+    hung up, or sent something that is neither a reply nor TLS). Still `SessionLost` for
+    the relay; direct delivery reads it as the server failing TLS."""
 
 
 class TlsUnavailable(Exception):
@@ -148,6 +162,9 @@ class SmtpSession:
         self.pipelining = "PIPELINING" in ext
         self.announces_size = "SIZE" in ext
         self.sent = 0
+        # What evidence calls the route this session is (direct delivery sets it when it
+        # opens one); None: the transport's own method.
+        self.method: str | None = None
         transport = wire.transport
         ssl_object = transport.get_extra_info("ssl_object") if transport else None
         self.tls_version: str | None = ssl_object.version() if ssl_object else None
@@ -160,18 +177,25 @@ class SmtpSession:
         host: str,
         port: int,
         *,
-        tls: Literal["starttls", "implicit"],
+        tls: SessionTls,
         context: ssl.SSLContext,
         timeout: float,
         local_hostname: str | None = None,
         username: str | None = None,
         password: str | None = None,
+        tls_name: str | None = None,
     ) -> SmtpSession:
         """Raises OSError (no connection), ssl.SSLError (TLS failed), TimeoutError,
-        TlsUnavailable, SessionRefused or SessionLost. Nothing of a message is sent."""
+        TlsUnavailable, SessionRefused or SessionLost. Nothing of a message is sent.
+
+        `tls_name`: the name the certificate must carry (and SNI), when `host` is an
+        address: direct delivery connects to an MX host's address and verifies its name."""
+        if username is not None and tls not in ("starttls", "implicit"):
+            raise ValueError("credentials are only ever sent over required TLS")
         loop = asyncio.get_running_loop()
         wire = _Wire()
         name = local_hostname or _local_name()
+        server_name = tls_name or host
         async with asyncio.timeout(timeout):
             if tls == "implicit":
                 await loop.create_connection(
@@ -179,7 +203,7 @@ class SmtpSession:
                     host,
                     port,
                     ssl=context,
-                    server_hostname=host,
+                    server_hostname=server_name,
                     ssl_handshake_timeout=timeout,
                 )
             else:
@@ -189,28 +213,25 @@ class SmtpSession:
             async with asyncio.timeout(timeout):
                 await _expect(wire, "greeting", 220)
                 ext = await _ehlo(wire, name)
-                if tls == "starttls":
-                    if "STARTTLS" not in ext:
-                        raise TlsUnavailable
+                upgrade = tls in ("starttls", "opportunistic") and "STARTTLS" in ext
+                if tls == "starttls" and not upgrade:
+                    raise TlsUnavailable
+                if upgrade:
                     wire.write(b"STARTTLS\r\n")
-                    await _expect(wire, "starttls", 220)
-                    if wire.replies or wire.parser.pending:
-                        # Anything read now was sent in plaintext and would be taken as
-                        # an answer once encrypted: a TLS failure, not a lost line.
-                        raise ssl.SSLError("the server sent data before the TLS handshake")
-                    assert wire.transport is not None
-                    upgraded = await loop.start_tls(
-                        wire.transport,
-                        wire,
-                        context,
-                        server_hostname=host,
-                        ssl_handshake_timeout=timeout,
-                    )
-                    if upgraded is None:
-                        raise SessionLost("the TLS upgrade returned no transport")
-                    assert isinstance(upgraded, asyncio.Transport)
-                    wire.transport = upgraded
-                    ext = await _ehlo(wire, name)
+                    try:
+                        reply = await wire.reply()
+                        if reply.code == 220:
+                            await _start_tls(wire, context, server_name, timeout)
+                    except ssl.SSLError:
+                        raise
+                    except (SessionLost, ConnectionError) as exc:
+                        raise StartTlsLost("the connection broke during STARTTLS") from exc
+                    if reply.code == 220:
+                        ext = await _ehlo(wire, name)
+                    elif tls == "starttls":
+                        raise SessionRefused("starttls", reply)
+                    # else opportunistic: a refused STARTTLS leaves a plaintext session
+                    # the client may go on with (RFC 3207 section 4).
                 if username is not None:
                     await _authenticate(wire, ext, username, password or "")
         except BaseException:
@@ -324,6 +345,27 @@ class SmtpSession:
     def abort(self) -> None:
         if self._wire.transport is not None:
             self._wire.transport.abort()
+
+
+async def _start_tls(
+    wire: _Wire, context: ssl.SSLContext, server_name: str, timeout: float
+) -> None:
+    if wire.replies or wire.parser.pending:
+        # Anything read now was sent in plaintext and would be taken as an answer once
+        # encrypted: a TLS failure, not a lost line.
+        raise ssl.SSLError("the server sent data before the TLS handshake")
+    assert wire.transport is not None
+    upgraded = await asyncio.get_running_loop().start_tls(
+        wire.transport,
+        wire,
+        context,
+        server_hostname=server_name,
+        ssl_handshake_timeout=timeout,
+    )
+    if upgraded is None:
+        raise SessionLost("the TLS upgrade returned no transport")
+    assert isinstance(upgraded, asyncio.Transport)
+    wire.transport = upgraded
 
 
 async def _expect(wire: _Wire, step: str, code: int) -> Reply:

@@ -102,6 +102,7 @@ _FINAL_OUTBOX_COLUMNS = (
     "lease_owner",
     "lease_until",
     "last_reason",
+    "held_back",
     "updated_at",
 )
 _FINAL_ATTEMPT_COLUMNS = (
@@ -453,10 +454,20 @@ class Worker:
                 at=at,
                 policy=self.config.retry,
                 rng=self.rng,
+                held_back=p.claimed.held_back,
             )
             report.results[nxt.state] += 1
             outbox_params.append(
-                (nxt.state, nxt.next_attempt_at, None, None, nxt.reason, at, p.claimed.id)
+                (
+                    nxt.state,
+                    nxt.next_attempt_at,
+                    None,
+                    None,
+                    nxt.reason,
+                    p.claimed.held_back + nxt.held_back,
+                    at,
+                    p.claimed.id,
+                )
             )
             attempt_params.append(
                 (
