@@ -10,8 +10,8 @@ Acting (issue 6):
 * hard bounce: suppress the failed address, by blind index, only when it is one of the
   linked contact's addresses (a report about some other address suppresses nothing);
 * complaint from a person: suppress the complained-of address (every address of the
-  contact when the provider redacted it, as Gmail and Yahoo do; the link itself proves whom
-  it is about) and opt the contact out of the campaign's topic and every topic they are
+  contact when the report's recipient is absent or is none of the contact's: providers
+  redact it, and the link, not the address, says whom the report is about) and opt the contact out of the campaign's topic and every topic they are
   opted in to on email (source "complaint"). ARF `auth-failure`, `fraud` and `virus`
   reports are about the mail stream, not a person's wish: recorded only;
 * soft bounce, delay, auto-reply, delivery notice, anything else: recorded only. Live 4xx
@@ -245,14 +245,12 @@ def _complaint(
 ) -> None:
     contact_bis = consent.contact_address_bis(session, row.contact_id, "email")
     named = [v.address for v in result.recipients if v.address]
-    if named:
-        bis = _matching_bis(ring, named, set(contact_bis))
-        if not bis:
-            event.note = "recipient_not_contact"
-            return
-    else:
+    bis = _matching_bis(ring, named, set(contact_bis))
+    if not bis:
+        # Providers redact the complainant ("redacted@...", or nothing at all); the
+        # link already names the message and so the contact it went to.
         bis = contact_bis
-        event.note = "recipient_redacted"
+        event.note = "recipient_redacted" if not named else "recipient_unmatched"
     evidence = f"bounce:{event.id}"
     if bis:
         consent.add_suppression(
