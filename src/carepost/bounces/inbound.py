@@ -11,9 +11,10 @@ Acting (issue 6):
   linked contact's addresses (a report about some other address suppresses nothing);
 * complaint from a person: suppress the complained-of address (every address of the
   contact when the report's recipient is absent or is none of the contact's: providers
-  redact it, and the link, not the address, says whom the report is about) and opt the contact out of the campaign's topic and every topic they are
-  opted in to on email (source "complaint"). ARF `auth-failure`, `fraud` and `virus`
-  reports are about the mail stream, not a person's wish: recorded only;
+  redact it, and the link, not the address, says whom the report is about) and opt the
+  contact out of the campaign's topic and every topic they are opted in to on email
+  (source "complaint"). ARF `auth-failure`, `fraud` and `virus` reports are about the mail
+  stream, not a person's wish: recorded only;
 * soft bounce, delay, auto-reply, delivery notice, anything else: recorded only. Live 4xx
   replies are the retry policy's; a late soft report for a message already `sent` is news,
   not a reason to send again.
