@@ -40,7 +40,10 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"date: {datetime.now(UTC):%Y-%m-%d}  folder: {args.folder}")
     print(
-        f"hard/soft/complaint: {right}/{len(scored)} = {score.scored_accuracy:.2%} "
+        f"hard/soft/complaint (a delay notice counts as soft): {score.scored_severity_accuracy:.2%}"
+    )
+    print(
+        f"exact category: {right}/{len(scored)} = {score.scored_accuracy:.2%} "
         f"(action taken: {score.scored_action_accuracy:.2%})"
     )
     print(f"all files: {overall}/{len(score.outcomes)} = {score.overall_accuracy:.2%}")

@@ -81,6 +81,19 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=16, ge=1, le=1024)
     # Minutes a worker holds claimed messages before another may take them back.
     worker_lease_minutes: float = Field(default=5.0, gt=0)
+    # Inbound bounces and complaints (`carepost bounce listen`, and beside `serve`).
+    bounce_host: str = "127.0.0.1"
+    bounce_port: int = Field(default=2526, ge=1, le=65535)
+    # Comma-separated domains the listener accepts mail for; empty means the domains of
+    # the sender profiles' return paths.
+    bounce_domains: str = ""
+    # STARTTLS certificate and key; empty means the workspace CA's loopback certificate.
+    bounce_tls_cert_file: str = ""
+    bounce_tls_key_file: str = ""
+    bounce_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # Delivered messages a campaign (or a domain in 24 h) needs before its complaint
+    # rate can raise an alert (bounces/rates.py says why 1,000).
+    bounce_complaint_min_delivered: int = Field(default=1000, ge=1)
 
     @property
     def resolved_database_url(self) -> str:

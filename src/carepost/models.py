@@ -1,6 +1,7 @@
 """Every capability's tables, gathered so Alembic sees one metadata."""
 
 from carepost.audit import models as _audit_models  # noqa: F401
+from carepost.bounces import models as _bounce_models  # noqa: F401
 from carepost.campaigns import models as _campaign_models  # noqa: F401
 from carepost.consent import models as _consent_models  # noqa: F401
 from carepost.contacts import models as _contact_models  # noqa: F401

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import smtplib
 import ssl
 import subprocess
 import sys
@@ -19,7 +20,12 @@ from smtp_sink import free_port
 def test_serve_delivers_a_new_campaign_and_serves_pages(tmp_path: Path) -> None:
     data = tmp_path / "ws"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAREPOST_")}
-    env.update(CAREPOST_DATA_DIR=str(data), CAREPOST_CAPTURE_PORT=str(free_port()))
+    bounce_port = free_port()
+    env.update(
+        CAREPOST_DATA_DIR=str(data),
+        CAREPOST_CAPTURE_PORT=str(free_port()),
+        CAREPOST_BOUNCE_PORT=str(bounce_port),
+    )
 
     def carepost(*args: str) -> str:
         done = subprocess.run(
@@ -72,6 +78,10 @@ def test_serve_delivers_a_new_campaign_and_serves_pages(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
         assert health.status_code == 200
+        # The bounce listener runs beside it, with STARTTLS from the same CA.
+        with smtplib.SMTP("127.0.0.1", bounce_port, timeout=10) as smtp:
+            smtp.starttls(context=ctx)
+            assert smtp.ehlo()[0] == 250
         started = json.loads(carepost("campaign", "start", campaign["id"], "--json"))
         assert started["recipients"] > 0
         while True:  # the worker inside `serve` picks it up

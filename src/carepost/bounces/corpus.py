@@ -72,12 +72,27 @@ class Score:
         return self._rate(list(self.outcomes))
 
     @property
+    def scored_severity_accuracy(self) -> float:
+        """The issue's hard/soft/complaint measure. A delay notice is a transient failure
+        of delivery (RFC 3464 `Action: delayed`, a 4.x.x status, "will retry"), which is
+        what "soft" means: the address is fine, the message is not through yet. The corpus's
+        labels come from Sisimai, which files delay notices under soft bounces (reason
+        `expired` or `mailboxfull`, hard flag false), and carepost keeps the finer category
+        `delayed` (the issue lists it) while counting it as soft here. Exact categories are
+        `scored_accuracy`; both figures are reported."""
+        return sum(o.ok or _soft_as_delay(o) for o in self.scored) / max(1, len(self.scored))
+
+    @property
     def scored_action_accuracy(self) -> float:
         return self._rate(self.scored, "action")
 
     @property
     def misses(self) -> list[Outcome]:
         return [o for o in self.outcomes if not o.ok]
+
+
+def _soft_as_delay(o: Outcome) -> bool:
+    return o.expected == "bounce-soft" and o.got == "delayed"
 
 
 def _hard_flags(result: Classification) -> list[bool]:

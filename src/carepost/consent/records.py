@@ -30,7 +30,15 @@ CHANNELS: Final = (EMAIL, SMS)
 OPTED_IN: Final = "opted_in"
 OPTED_OUT: Final = "opted_out"
 CONSENT_STATUSES: Final = (OPTED_IN, OPTED_OUT)
-CONSENT_SOURCES: Final = ("import", "form", "api", "unsubscribe_link", "staff", "delivery")
+CONSENT_SOURCES: Final = (
+    "import",
+    "form",
+    "api",
+    "unsubscribe_link",
+    "staff",
+    "delivery",
+    "complaint",  # a spam report (ARF) about a message we sent
+)
 
 HARD_BOUNCE: Final = "hard_bounce"
 SPAM_COMPLAINT: Final = "spam_complaint"

@@ -35,6 +35,7 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
 from carepost.audit.actor import Actor
+from carepost.bounces.verp import ReturnPath, VerpSigner
 from carepost.campaigns.models import Campaign, SenderProfile
 from carepost.clock import Clock, system_clock
 from carepost.consent import service as consent
@@ -149,7 +150,10 @@ class Worker:
         self.clock = clock
         self.rng = rng or Random()
         self.tokens = TokenSigner(ring)
+        self.verp = VerpSigner(ring)
         self._kits: dict[str, CampaignKit] = {}
+        # Per campaign, the return path cut for VERP: a message adds its id and one MAC.
+        self._return_paths: dict[str, ReturnPath] = {}
         # One helper thread signs and hashes while the loop builds the next message.
         self._signing = ThreadPoolExecutor(
             max_workers=max(1, config.signing_threads), thread_name_prefix="carepost-sign"
@@ -169,6 +173,7 @@ class Worker:
         assert sender is not None
         kit = build_kit(campaign, template, sender, self.config)
         self._kits[campaign_id] = kit
+        self._return_paths[campaign_id] = self.verp.return_path(kit.return_path)
         return kit
 
     # --- one batch ----------------------------------------------------------------------
@@ -421,9 +426,12 @@ class Worker:
         async def sender() -> None:
             for i in queue:
                 p = prepared[i]
-                kit_from = self._kits[p.claimed.campaign_id or ""].return_path
+                # VERP: bounces come back to an address naming this outbox row.
+                mail_from = self.verp.address(
+                    self._return_paths[p.claimed.campaign_id or ""], p.claimed.id
+                )
                 attempts[i] = await self.transport.send(
-                    Envelope(kit_from, p.composed.rcpt, p.composed.data, crlf_clean=True)
+                    Envelope(mail_from, p.composed.rcpt, p.composed.data, crlf_clean=True)
                 )
 
         await asyncio.gather(
