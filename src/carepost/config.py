@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=16, ge=1, le=1024)
     # Minutes a worker holds claimed messages before another may take them back.
     worker_lease_minutes: float = Field(default=5.0, gt=0)
+    # Local development and tests only: a JSON file of static DNS answers that replaces
+    # real DNS for `doctor dns` (see delivery/static_dns.py). Never in production.
+    dev_insecure_static_dns: str = ""
 
     @property
     def resolved_database_url(self) -> str:
