@@ -70,4 +70,4 @@ def actor() -> Actor:
 
 
 # A real SMTP server with STARTTLS and injected faults (tests/smtp_sink.py).
-pytest_plugins = ["smtp_sink", "cli_runner"]
+pytest_plugins = ["smtp_sink", "cli_runner", "policy_server"]

@@ -29,7 +29,7 @@ from carepost.doctor.runner import SenderFacts, diagnose, domain_of
 
 doctor_app = typer.Typer(no_args_is_help=True, help="Sender health checks.")
 
-_MARK = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]fail[/]"}
+_MARK = {"ok": "[green]ok   [/]", "warn": "[yellow]warn [/]", "fail": "[bold red]fail [/]"}
 
 
 def _sender_facts(data_dir: Path | None, profile_id: str) -> SenderFacts:
