@@ -70,5 +70,6 @@ def actor() -> Actor:
 
 
 # A real SMTP server with STARTTLS and injected faults (tests/smtp_sink.py); loopback
-# recipient MX servers, one per TLS behaviour, and their resolver (tests/tls_servers.py).
-pytest_plugins = ["smtp_sink", "tls_servers", "cli_runner"]
+# recipient MX servers, one per TLS behaviour, and their resolver (tests/tls_servers.py);
+# a loopback HTTPS server for MTA-STS policies (tests/policy_server.py).
+pytest_plugins = ["smtp_sink", "tls_servers", "cli_runner", "policy_server"]

@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     # Delivered messages a campaign (or a domain in 24 h) needs before its complaint
     # rate can raise an alert (bounces/rates.py says why 1,000).
     bounce_complaint_min_delivered: int = Field(default=1000, ge=1)
+    # Local development and tests only: a JSON file of static DNS answers that replaces
+    # real DNS for `doctor dns` (see delivery/static_dns.py). Never in production.
+    dev_insecure_static_dns: str = ""
 
     @property
     def resolved_database_url(self) -> str:

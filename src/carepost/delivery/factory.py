@@ -10,6 +10,8 @@ from carepost.consent.headers import public_base_url
 from carepost.delivery import capture
 from carepost.delivery.direct import DirectConfig, DirectTransport
 from carepost.delivery.mta_sts import PolicySource
+from carepost.delivery.mta_sts_fetch import HttpsPolicyFetcher
+from carepost.delivery.mta_sts_policies import DatabasePolicyCache, MtaStsPolicies
 from carepost.delivery.null import NullTransport
 from carepost.delivery.resolver import DnsResolver
 from carepost.delivery.smtp import RelayConfig, SmtpTransport
@@ -64,8 +66,12 @@ def transport_for(ws: Workspace) -> Transport:
 
 def direct_transport(ws: Workspace, *, sts: PolicySource | None = None) -> DirectTransport:
     """Direct delivery with the system's DNS and trust store; warm-up counted in the
-    database (shared by every worker). The MTA-STS source is passed in by the caller."""
+    database (shared by every worker), MTA-STS policies fetched over verified HTTPS and
+    cached in the database (`sts` replaces that source in tests)."""
     s = ws.settings
+    resolver = DnsResolver()
+    if sts is None:
+        sts = MtaStsPolicies(resolver, HttpsPolicyFetcher(), cache=DatabasePolicyCache(ws.engine))
     default = DomainLimits(max_connections=s.direct_max_connections, per_minute=s.direct_per_minute)
     domains = dict(KNOWN_DOMAINS)
     for name, limits in s.direct_domain_limits.items():
@@ -85,7 +91,7 @@ def direct_transport(ws: Workspace, *, sts: PolicySource | None = None) -> Direc
         tls_overrides={k.lower(): v for k, v in s.direct_tls_overrides.items()},
         throttle=throttle,
     )
-    return DirectTransport(DnsResolver(), sts, config, ledger=DbLedger(ws.engine))
+    return DirectTransport(resolver, sts, config, ledger=DbLedger(ws.engine))
 
 
 def worker_for(ws: Workspace, *, name: str | None = None) -> Worker:

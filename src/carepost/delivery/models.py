@@ -124,3 +124,20 @@ class WarmupCount(Base):
     source: Mapped[str] = mapped_column(String(64), primary_key=True)  # sending IP label
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     reserved: Mapped[int] = mapped_column(Integer)
+
+
+class MtaStsPolicyCache(Base):
+    """The last valid MTA-STS policy fetched per recipient domain (RFC 8461 section 5),
+    shared by every worker and kept across restarts: a cached policy is what protects a
+    domain when an attacker strips its TXT record or blocks the policy fetch, so it must
+    not vanish when a process does. Public data, no PHI."""
+
+    __tablename__ = "mta_sts_policies"
+
+    domain: Mapped[str] = mapped_column(String(253), primary_key=True)
+    policy_id: Mapped[str] = mapped_column(String(32))
+    mode: Mapped[str] = mapped_column(String(8))
+    mx: Mapped[str] = mapped_column(Text)  # patterns, one per line
+    max_age: Mapped[int] = mapped_column(Integer)
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
