@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=16, ge=1, le=1024)
     # Minutes a worker holds claimed messages before another may take them back.
     worker_lease_minutes: float = Field(default=5.0, gt=0)
+    # Message classes declared PHI-free (comma separated, e.g. "marketing"): only their
+    # messages, from templates without PHI fields, may travel with opportunistic TLS.
+    # Empty, the default: every message requires verified TLS (delivery.route).
+    phi_free_classes: str = ""
 
     @property
     def resolved_database_url(self) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 from carepost.consent.headers import public_base_url
 from carepost.delivery import capture
 from carepost.delivery.null import NullTransport
+from carepost.delivery.route import RouteError, phi_free_classes
 from carepost.delivery.smtp import RelayConfig, SmtpTransport
 from carepost.delivery.transport import Transport
 from carepost.delivery.worker import Worker, WorkerConfig
@@ -57,10 +58,15 @@ def transport_for(ws: Workspace) -> Transport:
 
 def worker_for(ws: Workspace, *, name: str | None = None) -> Worker:
     s = ws.settings
+    try:
+        phi_free = phi_free_classes(s.phi_free_classes)
+    except RouteError as exc:
+        raise DeliveryConfigError(str(exc)) from None
     config = WorkerConfig(
         batch_size=s.worker_batch_size,
         concurrency=s.worker_concurrency,
         lease=timedelta(minutes=s.worker_lease_minutes),
         public_url=public_base_url(s),
+        phi_free_classes=phi_free,
     )
     return Worker(ws.engine, ws.keyring, transport_for(ws), config, name=name)
