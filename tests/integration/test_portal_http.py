@@ -144,8 +144,10 @@ def test_one_time_code_flow_end_to_end(portal: Portal) -> None:
         page = c.get(p.path)
         assert page.status_code == 200
         assert _title(page) == "Secure message"
-        assert "Email me a code" in page.text and ORG in page.text
-        assert phi_in(page.text) == [] and phi_in(p.link) == []
+        assert "Email me a code" in page.text
+        assert ORG in page.text
+        assert phi_in(page.text) == []
+        assert phi_in(p.link) == []
         assert "default-src 'none'" in page.headers["content-security-policy"]
         assert page.headers["referrer-policy"] == "no-referrer"
         assert page.headers["cache-control"] == "no-store"
@@ -170,11 +172,15 @@ def test_one_time_code_flow_end_to_end(portal: Portal) -> None:
         assert shown.status_code == 200
         assert _title(shown) == "Secure message"
         # Now, and only now, the message: text and HTML (sandboxed, escaped into srcdoc).
-        assert GIVEN in shown.text and FAMILY in shown.text and BODY_MARK in shown.text
-        assert '<iframe sandbox=""' in shown.text and "srcdoc=" in shown.text
+        assert GIVEN in shown.text
+        assert FAMILY in shown.text
+        assert BODY_MARK in shown.text
+        assert '<iframe sandbox=""' in shown.text
+        assert "srcdoc=" in shown.text
         assert "<p>Dear" not in shown.text  # the HTML is an escaped attribute value
         csp = shown.headers["content-security-policy"]
-        assert "default-src 'none'" in csp and "img-src" not in csp  # no remote loads
+        assert "default-src 'none'" in csp
+        assert "img-src" not in csp
         assert "frame-ancestors 'none'" in csp
 
 
@@ -254,7 +260,8 @@ def test_limits_per_network_and_on_code_requests(
             _ask_code(p, c)
             page = c.get(p.path)
             third = c.post(p.path + "/code", data={"csrf": _csrf(page)})
-            assert third.status_code == 429 and "Too many codes" in third.text
+            assert third.status_code == 429
+            assert "Too many codes" in third.text
             assert len(p.mails_to_patient()) == 3  # the notice and two codes
             wrong = f"{(int(code) + 1) % 10**8:08d}"
             assert [_verify(p, c, wrong).status_code for _ in range(3)] == [400, 400, 400]
@@ -271,7 +278,8 @@ def test_unknown_or_malformed_tokens_get_a_bare_404(portal: Portal) -> None:
         for path in (f"/s/{flipped}", "/s/short", f"/s/{token}x", f"/s/{flipped}/message"):
             r = c.get(path)
             assert r.status_code == 404, path
-            assert _title(r) == "Not found" and ORG not in r.text
+            assert _title(r) == "Not found"
+            assert ORG not in r.text
         assert c.get(f"/s/{flipped}/a/0").status_code == 404
         page = c.get(p.path)
         assert c.post(f"/s/{flipped}/code", data={"csrf": _csrf(page)}).status_code == 404
@@ -298,7 +306,8 @@ def test_sessions_are_short(portal: Portal) -> None:
             assert c.get(p.path + "/message").status_code == 200
         p.clock.advance(minutes=16)
         gone = c.get(p.path + "/message")
-        assert gone.status_code == 303 and gone.headers["location"] == p.path
+        assert gone.status_code == 303
+        assert gone.headers["location"] == p.path
         # Closing the message ends the session at once.
         assert _verify(p, c, _ask_code(p, c)).status_code == 303
         shown = c.get(p.path + "/message")
@@ -312,13 +321,15 @@ def test_date_of_birth_alternative(
     for p in _portal(workspace, actor, smtp_sink_factory, tmp_path, verification="dob"):
         with p.client() as c:
             page = c.get(p.path)
-            assert 'type="date"' in page.text and "Email me a code" not in page.text
+            assert 'type="date"' in page.text
+            assert "Email me a code" not in page.text
             assert phi_in(page.text) == []
             page = c.get(p.path)
             assert c.post(p.path + "/code", data={"csrf": _csrf(page)}).status_code == 200
             assert len(p.mails_to_patient()) == 1  # no code mail in DOB mode
             wrong = _verify(p, c, "1903-07-20")
-            assert wrong.status_code == 400 and "1903-07-20" not in wrong.text
+            assert wrong.status_code == 400
+            assert "1903-07-20" not in wrong.text
             assert _verify(p, c, "not a date").status_code == 400
             assert p.audit_count("portal.identity_check") == 1  # only a real date is read
             ok = _verify(p, c, "1903-07-19")
@@ -364,7 +375,8 @@ def test_attachments_download_and_never_render(portal: Portal) -> None:
         assert c.get(p.path + "/a/0").status_code == 303  # not before verification
         assert _verify(p, c, _ask_code(p, c)).status_code == 303
         shown = c.get(p.path + "/message")
-        assert "résultats.html" in shown.text and "See attached." in shown.text
+        assert "résultats.html" in shown.text
+        assert "See attached." in shown.text
         got = c.get(p.path + "/a/0")
         assert got.status_code == 200
         assert got.content == b"<script>alert(1)</script>"

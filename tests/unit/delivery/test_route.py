@@ -96,7 +96,7 @@ def test_phi_free_classes_setting() -> None:
     assert phi_free_classes("marketing, marketing_paid") == {"marketing", "marketing_paid"}
     assert phi_free_classes(" ") == frozenset()
     assert phi_free_classes(["operations"]) == {"operations"}
-    with pytest.raises(RouteError, match="CAREPOST_PHI_FREE_CLASSES.*'newsletters'"):
+    with pytest.raises(RouteError, match=r"CAREPOST_PHI_FREE_CLASSES.*'newsletters'"):
         phi_free_classes("marketing,newsletters")
 
 
