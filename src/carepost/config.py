@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     # Local development and tests only: a JSON file of static DNS answers that replaces
     # real DNS for `doctor dns` (see delivery/static_dns.py). Never in production.
     dev_insecure_static_dns: str = ""
+    # Message classes declared PHI-free (comma separated, e.g. "marketing"): only their
+    # messages, from templates without PHI fields, may travel with opportunistic TLS.
+    # Empty, the default: every message requires verified TLS (delivery.route).
+    phi_free_classes: str = ""
 
     @property
     def resolved_database_url(self) -> str:

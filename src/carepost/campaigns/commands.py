@@ -42,6 +42,16 @@ def sender_add(
     return_path: Annotated[str | None, typer.Option(help="Envelope sender for bounces.")] = None,
     dkim_domain: Annotated[str | None, typer.Option()] = None,
     dkim_selector: Annotated[str | None, typer.Option()] = None,
+    tls_fallback: Annotated[
+        str,
+        typer.Option(
+            help="When the recipient's server cannot do the TLS a message requires: "
+            "portal (notice + secure pickup) or fail."
+        ),
+    ] = "portal",
+    portal_verification: Annotated[
+        str, typer.Option(help="How the portal checks the reader: code (mailed) or dob.")
+    ] = "code",
     json_out: JsonFlag = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -72,6 +82,8 @@ def sender_add(
                     dkim_domain=dkim_domain,
                     dkim_selector=dkim_selector,
                     dkim_key_file=key_file,
+                    tls_fallback=tls_fallback,
+                    portal_verification=portal_verification,
                     actor=actor_of(ws),
                 )
         except service.CampaignError as exc:

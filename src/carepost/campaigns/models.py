@@ -26,6 +26,11 @@ class SenderProfile(Base):
     dkim_domain: Mapped[str | None] = mapped_column(String(253), nullable=True)
     dkim_selector: Mapped[str | None] = mapped_column(String(63), nullable=True)
     dkim_key_file: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # What a recipient server without the required TLS leads to (delivery.route):
+    # "portal" (notice + secure pickup) or "fail". And how the portal checks the reader:
+    # "code" (a one-time code mailed to the same address) or "dob" (date of birth).
+    tls_fallback: Mapped[str] = mapped_column(String(8), server_default="portal")
+    portal_verification: Mapped[str] = mapped_column(String(8), server_default="code")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

@@ -20,6 +20,7 @@ from carepost.content import mime
 from carepost.content.models import Template
 from carepost.delivery import outbox
 from carepost.delivery.models import OutboxMessage
+from carepost.delivery.route import FALLBACKS, VERIFICATIONS
 
 
 class CampaignError(ValueError):
@@ -47,9 +48,15 @@ def add_sender(
     dkim_domain: str | None = None,
     dkim_selector: str | None = None,
     dkim_key_file: str | None = None,
+    tls_fallback: str = "portal",
+    portal_verification: str = "code",
     actor: Actor,
     clock: Clock = system_clock,
 ) -> SenderProfile:
+    if tls_fallback not in FALLBACKS:
+        raise CampaignError(f"tls fallback: one of {', '.join(FALLBACKS)}")
+    if portal_verification not in VERIFICATIONS:
+        raise CampaignError(f"portal verification: one of {', '.join(VERIFICATIONS)}")
     for label, value in (
         ("from address", from_address),
         ("reply-to", reply_to or "x@x.x"),
@@ -72,6 +79,8 @@ def add_sender(
         dkim_domain=dkim_domain,
         dkim_selector=dkim_selector,
         dkim_key_file=dkim_key_file,
+        tls_fallback=tls_fallback,
+        portal_verification=portal_verification,
         created_at=clock(),
     )
     session.add(row)

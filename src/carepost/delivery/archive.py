@@ -20,19 +20,24 @@ class NotArchived(LookupError):
 
 
 def read_sent(
-    session: Session, ring: KeyRing, outbox_id: str, *, actor: Actor, purpose: str
+    session: Session,
+    ring: KeyRing,
+    outbox_id: str,
+    *,
+    actor: Actor,
+    purpose: str,
+    attempt: int | None = None,
 ) -> bytes:
-    """The bytes of the message's last attempt, decrypted under its contact's key after
-    the audit entry is written (contacts.phi_read_bulk names the contact and purpose)."""
+    """The bytes of the message's last attempt (or of `attempt`), decrypted under its
+    contact's key after the audit entry is written (contacts.phi_read_bulk names the
+    contact and purpose)."""
     row = session.get(OutboxMessage, outbox_id)
     if row is None:
         raise NotArchived(f"no message {outbox_id}")
-    archived = session.scalars(
-        select(ArchivedMessage)
-        .where(ArchivedMessage.outbox_id == outbox_id)
-        .order_by(ArchivedMessage.attempt.desc())
-        .limit(1)
-    ).first()
+    query = select(ArchivedMessage).where(ArchivedMessage.outbox_id == outbox_id)
+    if attempt is not None:
+        query = query.where(ArchivedMessage.attempt == attempt)
+    archived = session.scalars(query.order_by(ArchivedMessage.attempt.desc()).limit(1)).first()
     if archived is None:
         raise NotArchived(f"message {outbox_id} was never handed to a transport")
     opened = phi.read_for_job(

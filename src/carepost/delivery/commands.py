@@ -330,6 +330,12 @@ def message_evidence(
             out.print(f"  DKIM-Signature: {a['dkim_signature'][:120]}...")
     for step in report["timeline"]:
         out.print(f"  {step['at']}  {step['state']}")
+    if report["portal"]:
+        p = report["portal"]
+        out.print(
+            f"portal: stored {p['stored_at']} ({p['reason']}), notice {p['notice_message_id']}, "
+            f"verification {p['verification']}, read receipt: {p['first_viewed_at'] or 'not yet'}"
+        )
 
 
 # --- capture ---------------------------------------------------------------------------

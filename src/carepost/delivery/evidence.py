@@ -14,6 +14,7 @@ from carepost.clock import isoformat_utc
 from carepost.consent.models import GateDecision, GateRun
 from carepost.content.models import Template
 from carepost.delivery.models import DeliveryAttempt, OutboxMessage, OutboxTransition
+from carepost.portal.service import evidence as portal_evidence
 from carepost.segments.models import SegmentFreeze
 
 
@@ -121,4 +122,6 @@ def evidence(session: Session, outbox_id: str) -> dict[str, Any]:
         "timeline": [
             {"state": state, "at": _t(at), "detail": detail} for state, at, detail in timeline
         ],
+        # Set when the message went to the portal: why, the notice, and the read receipt.
+        "portal": portal_evidence(session, outbox_id),
     }

@@ -14,6 +14,7 @@ from carepost.delivery.mta_sts_fetch import HttpsPolicyFetcher
 from carepost.delivery.mta_sts_policies import DatabasePolicyCache, MtaStsPolicies
 from carepost.delivery.null import NullTransport
 from carepost.delivery.resolver import DnsResolver
+from carepost.delivery.route import RouteError, phi_free_classes
 from carepost.delivery.smtp import RelayConfig, SmtpTransport
 from carepost.delivery.throttle import KNOWN_DOMAINS, DomainLimits, ThrottleConfig
 from carepost.delivery.transport import Transport
@@ -96,10 +97,15 @@ def direct_transport(ws: Workspace, *, sts: PolicySource | None = None) -> Direc
 
 def worker_for(ws: Workspace, *, name: str | None = None) -> Worker:
     s = ws.settings
+    try:
+        phi_free = phi_free_classes(s.phi_free_classes)
+    except RouteError as exc:
+        raise DeliveryConfigError(str(exc)) from None
     config = WorkerConfig(
         batch_size=s.worker_batch_size,
         concurrency=s.worker_concurrency,
         lease=timedelta(minutes=s.worker_lease_minutes),
         public_url=public_base_url(s),
+        phi_free_classes=phi_free,
     )
     return Worker(ws.engine, ws.keyring, transport_for(ws), config, name=name)

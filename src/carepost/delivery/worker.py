@@ -48,7 +48,7 @@ from carepost.content.tokens import TokenSigner
 from carepost.crypto.envelope import aad, seal
 from carepost.crypto.keyring import KeyRing
 from carepost.db import bulk_insert, bulk_update, driver_value, transaction
-from carepost.delivery import archive, dkim, machine, outbox
+from carepost.delivery import archive, dkim, machine, outbox, route
 from carepost.delivery.compose import CampaignKit, Composed, Draft, compose, finish
 from carepost.delivery.models import (
     ArchivedMessage,
@@ -59,6 +59,9 @@ from carepost.delivery.models import (
 from carepost.delivery.outcome import ALERTS, Outcome
 from carepost.delivery.smtp import Attempt, Envelope
 from carepost.delivery.transport import Transport
+from carepost.portal import fallback
+from carepost.portal.notice import PortalSender
+from carepost.portal.service import Handoff, store_handoffs
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ class WorkerConfig:
     retry: machine.RetryPolicy = field(default_factory=machine.RetryPolicy)
     public_url: str = ""
     track: bool = True
+    # Classes the operator declared PHI-free (delivery.route): only they may go without TLS.
+    phi_free_classes: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -154,6 +159,7 @@ class Worker:
         self._kits: dict[str, CampaignKit] = {}
         # Per campaign, the return path cut for VERP: a message adds its id and one MAC.
         self._return_paths: dict[str, ReturnPath] = {}
+        self._routes: dict[str, tuple[route.Route, fallback.FallbackKit]] = {}
         # One helper thread signs and hashes while the loop builds the next message.
         self._signing = ThreadPoolExecutor(
             max_workers=max(1, config.signing_threads), thread_name_prefix="carepost-sign"
@@ -172,6 +178,28 @@ class Worker:
         assert template is not None
         assert sender is not None
         kit = build_kit(campaign, template, sender, self.config)
+        decided = route.decide(
+            message_class=campaign.message_class,
+            phi_fields=template.phi_fields.split(),
+            secure_delivery=template.secure_delivery,
+            tls_fallback=sender.tls_fallback,
+            portal_verification=sender.portal_verification,
+            phi_free=self.config.phi_free_classes,
+            portal_available=bool(self.config.public_url),
+        )
+        portal_kit = fallback.FallbackKit(
+            PortalSender(
+                sender.from_name,
+                sender.from_address,
+                sender.return_path,
+                sender.organization_name,
+                kit.signer,
+            ),
+            sender.id,
+            self.config.public_url,
+            decided.verification,
+        )
+        self._routes[campaign_id] = (decided, portal_kit)
         self._kits[campaign_id] = kit
         self._return_paths[campaign_id] = self.verp.return_path(kit.return_path)
         return kit
@@ -208,9 +236,10 @@ class Worker:
             return report
         if self._on_handoff is not None:
             self._on_handoff()
-        attempts = await self._send_all(prepared)
+        attempts, handoffs = await self._send_all(prepared)
         with transaction(self.engine) as session:
             self._record(session, prepared, attempts, report)
+            store_handoffs(session, handoffs, actor=self.actor, at=self.clock())
         return report
 
     def run(
@@ -417,27 +446,67 @@ class Worker:
         )
         outbox.transition(session, [(r.id, state, reason) for r in rows], at)
 
-    async def _send_all(self, prepared: Sequence[_Prepared]) -> list[Attempt]:
+    async def _send_all(self, prepared: Sequence[_Prepared]) -> tuple[list[Attempt], list[Handoff]]:
         """`concurrency` senders take the next message as each finishes: one task per
         sender rather than per message, which costs the loop less."""
         attempts: list[Attempt | None] = [None] * len(prepared)
+        handoffs: list[Handoff] = []
         queue = iter(range(len(prepared)))
 
         async def sender() -> None:
             for i in queue:
-                p = prepared[i]
-                # VERP: bounces come back to an address naming this outbox row.
-                mail_from = self.verp.address(
-                    self._return_paths[p.claimed.campaign_id or ""], p.claimed.id
-                )
-                attempts[i] = await self.transport.send(
-                    Envelope(mail_from, p.composed.rcpt, p.composed.data, crlf_clean=True)
-                )
+                attempts[i], handoff = await self._deliver(prepared[i])
+                if handoff is not None:
+                    handoffs.append(handoff)
 
         await asyncio.gather(
             *(sender() for _ in range(min(self.config.concurrency, len(prepared))))
         )
-        return [a for a in attempts if a is not None]
+        return [a for a in attempts if a is not None], handoffs
+
+    async def _deliver(self, p: _Prepared) -> tuple[Attempt, Handoff | None]:
+        """The message by its route (delivery.route): sent with the envelope's TLS policy,
+        or, when the recipient's server cannot do the TLS it requires, failed or put in
+        the portal with a notice sent in its place, before the batch records."""
+        campaign_id = p.claimed.campaign_id or ""
+        decided, portal_kit = self._routes[campaign_id]
+        if decided.refused is not None:
+            return Attempt(Outcome("failed", decided.refused, "connect")), None
+        if not decided.portal_only:
+            # VERP: bounces come back to an address naming this outbox row.
+            mail_from = self.verp.address(self._return_paths[campaign_id], p.claimed.id)
+            attempt = await self.transport.send(
+                Envelope(
+                    mail_from,
+                    p.composed.rcpt,
+                    p.composed.data,
+                    crlf_clean=True,
+                    tls=decided.tls,
+                )
+            )
+            if not attempt.outcome.recipient_tls_failure:
+                return attempt, None
+            if decided.on_tls_failure == "fail":
+                # The sender profile wants no portal: final, since retrying will not give
+                # the recipient's server the TLS it lacks.
+                failed = Outcome("failed", attempt.outcome.reason, attempt.outcome.phase)
+                return Attempt(
+                    failed, attempt.reply, attempt.tls_version, attempt.tls_cipher, attempt.method
+                ), None
+            reason = attempt.outcome.reason
+        else:
+            reason = route.SECURE_DELIVERY
+        return await fallback.to_portal(
+            self.transport,
+            self.ring,
+            portal_kit,
+            outbox_id=p.claimed.id,
+            attempt=p.attempt_no,
+            contact_id=p.claimed.contact_id,
+            rcpt=p.composed.rcpt,
+            reason=reason,
+            at=self.clock(),
+        )
 
     def _record(
         self,

@@ -4,6 +4,7 @@ referrer so tokens in paths never leak onward, no caching, a strict CSP, no fram
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -11,8 +12,12 @@ from sqlalchemy import text
 
 from carepost.clock import Clock, system_clock
 from carepost.db import read_only
-from carepost.web.pages import unsubscribe
+from carepost.portal.limits import PortalLimits
+from carepost.web.pages import portal, unsubscribe
 from carepost.workspace import Workspace
+
+if TYPE_CHECKING:
+    from carepost.delivery.transport import Transport
 
 SECURITY_HEADERS = {
     "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
@@ -27,7 +32,15 @@ SECURITY_HEADERS = {
 }
 
 
-def create_app(workspace: Workspace, *, clock: Clock = system_clock) -> FastAPI:
+def create_app(
+    workspace: Workspace,
+    *,
+    clock: Clock = system_clock,
+    portal_transport: Callable[[], Transport] | None = None,
+    portal_limits: PortalLimits | None = None,
+) -> FastAPI:
+    """`portal_transport` makes the transport a portal code mail goes through (default:
+    the workspace's configured one); `portal_limits` the portal's rate limits."""
     app = FastAPI(
         title="carepost",
         docs_url=None,
@@ -36,6 +49,15 @@ def create_app(workspace: Workspace, *, clock: Clock = system_clock) -> FastAPI:
     )
     app.state.workspace = workspace
     app.state.clock = clock
+    app.state.portal_limits = portal_limits or PortalLimits()
+    if portal_transport is None:
+
+        def portal_transport() -> Transport:
+            from carepost.delivery.factory import transport_for
+
+            return transport_for(workspace)
+
+    app.state.portal_transport = portal_transport
 
     @app.middleware("http")
     async def security_headers(
@@ -56,4 +78,5 @@ def create_app(workspace: Workspace, *, clock: Clock = system_clock) -> FastAPI:
         return JSONResponse({"status": "ok"})
 
     app.include_router(unsubscribe.router)
+    app.include_router(portal.router)
     return app
