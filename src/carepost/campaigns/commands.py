@@ -42,6 +42,13 @@ def sender_add(
     return_path: Annotated[str | None, typer.Option(help="Envelope sender for bounces.")] = None,
     dkim_domain: Annotated[str | None, typer.Option()] = None,
     dkim_selector: Annotated[str | None, typer.Option()] = None,
+    e2e: Annotated[
+        str,
+        typer.Option(
+            help="End-to-end encryption: off, smime or pgp (required: a contact without "
+            "such a key fails with no_recipient_key), prefer (any key on file, else TLS)."
+        ),
+    ] = "off",
     json_out: JsonFlag = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -72,12 +79,13 @@ def sender_add(
                     dkim_domain=dkim_domain,
                     dkim_selector=dkim_selector,
                     dkim_key_file=key_file,
+                    e2e=e2e,
                     actor=actor_of(ws),
                 )
         except service.CampaignError as exc:
             fail(str(exc), 2)
     if json_out:
-        emit_json({"id": sender_id, "dkim": bool(key_file)})
+        emit_json({"id": sender_id, "dkim": bool(key_file), "e2e": e2e})
     else:
         out.print(f"sender {sender_id} added" + (" (DKIM signing on)" if key_file else ""))
 

@@ -27,6 +27,8 @@ class SenderProfile(Base):
     dkim_selector: Mapped[str | None] = mapped_column(String(63), nullable=True)
     dkim_key_file: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # End-to-end encryption (delivery/e2e.py): off | smime | pgp | prefer.
+    e2e: Mapped[str] = mapped_column(String(8), server_default="off", default="off")
 
 
 class Campaign(Base):

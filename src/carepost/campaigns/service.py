@@ -19,6 +19,7 @@ from carepost.contacts.store import new_id
 from carepost.content import mime
 from carepost.content.models import Template
 from carepost.delivery import outbox
+from carepost.delivery.e2e import MODES as E2E_MODES
 from carepost.delivery.models import OutboxMessage
 
 
@@ -47,6 +48,7 @@ def add_sender(
     dkim_domain: str | None = None,
     dkim_selector: str | None = None,
     dkim_key_file: str | None = None,
+    e2e: str = "off",
     actor: Actor,
     clock: Clock = system_clock,
 ) -> SenderProfile:
@@ -61,6 +63,8 @@ def add_sender(
             raise CampaignError(f"{label}: not a plain mailbox") from exc
     if not postal_address.strip():
         raise CampaignError("a physical postal address is required (CAN-SPAM)")
+    if e2e not in E2E_MODES:
+        raise CampaignError(f"e2e must be one of {', '.join(E2E_MODES)}")
     row = SenderProfile(
         id=sender_id,
         from_name=from_name,
@@ -72,12 +76,18 @@ def add_sender(
         dkim_domain=dkim_domain,
         dkim_selector=dkim_selector,
         dkim_key_file=dkim_key_file,
+        e2e=e2e,
         created_at=clock(),
     )
     session.add(row)
     session.flush()
     audit.append(
-        session, actor=actor, action="campaigns.sender_added", subjects=[sender_id], clock=clock
+        session,
+        actor=actor,
+        action="campaigns.sender_added",
+        subjects=[sender_id],
+        details={"e2e": e2e},
+        clock=clock,
     )
     return row
 

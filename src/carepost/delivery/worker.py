@@ -47,7 +47,7 @@ from carepost.content.tokens import TokenSigner
 from carepost.crypto.envelope import aad, seal
 from carepost.crypto.keyring import KeyRing
 from carepost.db import bulk_insert, driver_value, transaction
-from carepost.delivery import archive, dkim, machine, outbox
+from carepost.delivery import archive, dkim, e2e, machine, outbox
 from carepost.delivery.compose import CampaignKit, Composed, Draft, compose, finish
 from carepost.delivery.models import (
     ArchivedMessage,
@@ -76,6 +76,7 @@ class BatchReport:
     claimed: int = 0
     denied: int = 0
     no_address: int = 0
+    unencryptable: int = 0  # end-to-end required and impossible (delivery/e2e.py)
     handed_off: int = 0
     results: Counter[str] = field(default_factory=Counter)
 
@@ -83,6 +84,7 @@ class BatchReport:
         self.claimed += other.claimed
         self.denied += other.denied
         self.no_address += other.no_address
+        self.unencryptable += other.unencryptable
         self.handed_off += other.handed_off
         self.results.update(other.results)
 
@@ -92,6 +94,7 @@ class _Prepared:
     claimed: outbox.Claimed
     composed: Composed
     attempt_no: int
+    method: str | None = None  # "smime" | "pgp" when end-to-end encrypted
 
 
 _Packed = tuple[Composed, bytes]
@@ -228,9 +231,13 @@ class Worker:
             if c.id in held and c.campaign_id is not None:
                 by_campaign[c.campaign_id].append(c)
         prepared: list[_Prepared] = []
-        pending: list[tuple[outbox.Claimed, int, phi.OpenedContact, Future[_Packed]]] = []
+        pending: list[
+            tuple[outbox.Claimed, int, phi.OpenedContact, str | None, Future[_Packed]]
+        ] = []
         denied: list[outbox.Claimed] = []
         no_address: list[outbox.Claimed] = []
+        # End-to-end: rows that must not go (no key of the required kind; key refused).
+        unencryptable: dict[str, list[outbox.Claimed]] = defaultdict(list)
         archive_rows: list[tuple[object, ...]] = []
         attempt_rows: list[tuple[object, ...]] = []
         at_value = driver_value(session, DeliveryAttempt.__table__.c.started_at, at)
@@ -257,35 +264,48 @@ class Worker:
                 purpose=f"deliver campaign {campaign_id}",
                 action="delivery.phi_read",
                 with_facts=kit.needs_facts,
+                with_keys=kit.e2e_mode != e2e.OFF,
                 details={"campaign_id": campaign_id, "gate_run": decided.run_id},
                 clock=lambda: at,
             )
             for row in allowed:
                 contact = opened.get(row.contact_id)
-                draft = (
-                    compose(
-                        kit,
-                        self.ring,
-                        self.tokens,
-                        row.id,
-                        row.contact_id,
-                        contact.record,
-                        contact.facts,
-                        at,
-                    )
-                    if contact is not None
-                    else None
+                choice = (
+                    e2e.choose(kit.e2e_mode, contact.keys, at)
+                    if contact is not None and kit.e2e_mode != e2e.OFF
+                    else e2e.PLAIN
                 )
+                if choice.reason is not None:
+                    unencryptable[choice.reason].append(row)
+                    continue
+                try:
+                    draft = (
+                        compose(
+                            kit,
+                            self.ring,
+                            self.tokens,
+                            row.id,
+                            row.contact_id,
+                            contact.record,
+                            contact.facts,
+                            at,
+                            choice.key,
+                        )
+                        if contact is not None
+                        else None
+                    )
+                except e2e.E2eError:
+                    unencryptable[e2e.ENCRYPT_FAILED].append(row)
+                    continue
                 if draft is None or contact is None:
                     no_address.append(row)
                     continue
                 attempt_no = row.attempts + 1
-                pending.append(
-                    (row, attempt_no, contact, self._signing.submit(_finish_and_pack, draft, kit))
-                )
-        for row, attempt_no, contact, future in pending:
+                future = self._signing.submit(_finish_and_pack, draft, kit)
+                pending.append((row, attempt_no, contact, choice.method, future))
+        for row, attempt_no, contact, method, future in pending:
             composed, packed = future.result()
-            prepared.append(_Prepared(row, composed, attempt_no))
+            prepared.append(_Prepared(row, composed, attempt_no, method))
             archive_rows.append(
                 (
                     row.id,
@@ -306,7 +326,7 @@ class Worker:
                     row.id,
                     attempt_no,
                     self.transport.name,
-                    self.transport.method,
+                    method or self.transport.method,
                     composed.message_id,
                     composed.sha256,
                     len(composed.data),
@@ -316,6 +336,9 @@ class Worker:
             )
         self._finish_without_send(session, denied, "denied", "gate_denied", at)
         self._finish_without_send(session, no_address, "failed", "no_address", at)
+        for reason, rows_failed in unencryptable.items():
+            self._finish_without_send(session, rows_failed, "failed", reason, at)
+            report.unencryptable += len(rows_failed)
         report.denied += len(denied)
         report.no_address += len(no_address)
         if prepared:
@@ -456,7 +479,7 @@ class Worker:
                     "reply": attempt.reply or None,
                     "tls_version": attempt.tls_version,
                     "tls_cipher": attempt.tls_cipher,
-                    "method": attempt.method or self.transport.method,
+                    "method": p.method or attempt.method or self.transport.method,
                 }
             )
             changes.append((p.claimed.id, nxt.state, nxt.reason))
@@ -555,4 +578,5 @@ def build_kit(
         signer=signer,
         public_url=config.public_url,
         track=config.track,
+        e2e_mode=sender.e2e,
     )
