@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pysequoia.packet import PacketPile, Tag
 
 from carepost.crypto.blind_index import normalize_email
 
@@ -140,7 +141,7 @@ def parse_pgp(data: bytes, *, at: datetime, where: str) -> ParsedKey:
     if len(certs) != 1:
         raise KeyRejected(f"{where}: holds {len(certs)} OpenPGP certificates; give exactly one")
     cert = certs[0]
-    if cert.has_secret_keys:
+    if _holds_secrets(data):
         raise KeyRejected(f"{where}: holds a secret key; give only the public key")
     if cert.is_revoked:
         raise KeyRejected(f"{where}: the certificate is revoked")
@@ -158,6 +159,11 @@ def parse_pgp(data: bytes, *, at: datetime, where: str) -> ParsedKey:
     if not emails:
         raise KeyRejected(f"{where}: no user ID of the certificate names an email address")
     return ParsedKey(PGP, cert.fingerprint.lower(), expires, emails, bytes(cert))
+
+
+def _holds_secrets(data: bytes) -> bool:
+    """A binary (unarmored) secret key: its packets say so."""
+    return any(p.tag in (Tag.SecretKey, Tag.SecretSubkey) for p in PacketPile.from_bytes(data))
 
 
 def _normalized(values: Iterable[str]) -> tuple[str, ...]:

@@ -130,7 +130,8 @@ def _b64_lines(data: bytes) -> bytes:
 
 SMIME_HEAD = (
     b"MIME-Version: 1.0\r\n"
-    b'Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name="smime.p7m"\r\n'
+    b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data;\r\n"
+    b' name="smime.p7m"\r\n'
     b"Content-Transfer-Encoding: base64\r\n"
     b'Content-Disposition: attachment; filename="smime.p7m"\r\n'
     b"\r\n"
