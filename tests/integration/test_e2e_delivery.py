@@ -274,13 +274,11 @@ def test_prefer_encrypts_for_contacts_with_keys(
     assert marker(2).encode() in got[emails[2]]
     assert _methods(workspace) == {ids[0]: "smime", ids[1]: "pgp", ids[2]: "tls_relay"}
     with transaction(workspace.engine) as s:
-        reads = s.scalar(
-            select(func.count())
-            .select_from(AuditEntry)
-            .where(AuditEntry.action == "delivery.phi_read")
-        )
+        reads = s.scalars(select(AuditEntry).where(AuditEntry.action == "delivery.phi_read")).all()
         ev = evidence(s, _outbox_id(s, ids[0]))
-    assert reads == 1  # one audited read for the batch, keys included
+    assert len(reads) == 1  # one audited read for the batch, keys included
+    assert json.loads(reads[0].details)["encryption_keys"] is True
+    assert sorted(json.loads(reads[0].subjects)) == sorted(ids)
     assert ev["attempts"][0]["method"] == "smime"
     assert audit.verify(workspace.engine).ok
 

@@ -268,6 +268,8 @@ def read_for_job(
     Shredded or missing contacts are absent from the result."""
     if not contact_ids:
         return {}
+    if with_keys:  # the entry says the contacts' encryption keys were opened too
+        details = {**(details or {}), "encryption_keys": True}
     record_bulk_access(
         session,
         actor=actor,
