@@ -37,6 +37,7 @@ from carepost.contacts import phi
 from carepost.contacts.importers.csv_import import CsvMapping, MappingError, import_csv
 from carepost.contacts.importers.errors import ImportProblem, ImportRejected
 from carepost.contacts.importers.fhir_import import read_fhir, write_fhir
+from carepost.contacts.key_commands import key_app
 from carepost.contacts.service import list_contacts
 from carepost.content.commands import template_app
 from carepost.crypto import service as key_service
@@ -63,6 +64,7 @@ keys_app = typer.Typer(no_args_is_help=True, help="Encryption keys.")
 app.add_typer(db_app, name="db")
 app.add_typer(import_app, name="import")
 app.add_typer(contacts_app, name="contacts")
+contacts_app.add_typer(key_app, name="key")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(delivery_commands.dkim_app, name="dkim")

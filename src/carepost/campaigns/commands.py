@@ -52,6 +52,13 @@ def sender_add(
     portal_verification: Annotated[
         str, typer.Option(help="How the portal checks the reader: code (mailed) or dob.")
     ] = "code",
+    e2e: Annotated[
+        str,
+        typer.Option(
+            help="End-to-end encryption: off, smime or pgp (required: a contact without "
+            "such a key fails with no_recipient_key), prefer (any key on file, else TLS)."
+        ),
+    ] = "off",
     json_out: JsonFlag = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -84,12 +91,13 @@ def sender_add(
                     dkim_key_file=key_file,
                     tls_fallback=tls_fallback,
                     portal_verification=portal_verification,
+                    e2e=e2e,
                     actor=actor_of(ws),
                 )
         except service.CampaignError as exc:
             fail(str(exc), 2)
     if json_out:
-        emit_json({"id": sender_id, "dkim": bool(key_file)})
+        emit_json({"id": sender_id, "dkim": bool(key_file), "e2e": e2e})
     else:
         out.print(f"sender {sender_id} added" + (" (DKIM signing on)" if key_file else ""))
 

@@ -32,6 +32,8 @@ class SenderProfile(Base):
     tls_fallback: Mapped[str] = mapped_column(String(8), server_default="portal")
     portal_verification: Mapped[str] = mapped_column(String(8), server_default="code")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # End-to-end encryption (delivery/e2e.py): off | smime | pgp | prefer.
+    e2e: Mapped[str] = mapped_column(String(8), server_default="off", default="off")
 
 
 class Campaign(Base):

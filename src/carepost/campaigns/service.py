@@ -19,6 +19,7 @@ from carepost.contacts.store import new_id
 from carepost.content import mime
 from carepost.content.models import Template
 from carepost.delivery import outbox
+from carepost.delivery.e2e import MODES as E2E_MODES
 from carepost.delivery.models import OutboxMessage
 from carepost.delivery.route import FALLBACKS, VERIFICATIONS
 
@@ -50,6 +51,7 @@ def add_sender(
     dkim_key_file: str | None = None,
     tls_fallback: str = "portal",
     portal_verification: str = "code",
+    e2e: str = "off",
     actor: Actor,
     clock: Clock = system_clock,
 ) -> SenderProfile:
@@ -68,6 +70,8 @@ def add_sender(
             raise CampaignError(f"{label}: not a plain mailbox") from exc
     if not postal_address.strip():
         raise CampaignError("a physical postal address is required (CAN-SPAM)")
+    if e2e not in E2E_MODES:
+        raise CampaignError(f"e2e must be one of {', '.join(E2E_MODES)}")
     row = SenderProfile(
         id=sender_id,
         from_name=from_name,
@@ -81,12 +85,18 @@ def add_sender(
         dkim_key_file=dkim_key_file,
         tls_fallback=tls_fallback,
         portal_verification=portal_verification,
+        e2e=e2e,
         created_at=clock(),
     )
     session.add(row)
     session.flush()
     audit.append(
-        session, actor=actor, action="campaigns.sender_added", subjects=[sender_id], clock=clock
+        session,
+        actor=actor,
+        action="campaigns.sender_added",
+        subjects=[sender_id],
+        details={"e2e": e2e},
+        clock=clock,
     )
     return row
 

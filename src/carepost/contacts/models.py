@@ -78,3 +78,25 @@ class ImportRun(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime] = mapped_column(UTCDateTime)
     summary: Mapped[str] = mapped_column(String)  # JSON counts per resource type
+
+
+class ContactEncryptionKey(Base):
+    """A contact's S/MIME certificate or OpenPGP public key for end-to-end encrypted mail.
+    A certificate names its holder (and often an address), so the key material is sealed
+    under the contact's data key (AAD `contact_encryption_keys|material|id|dek_version`);
+    kind, fingerprint and dates are plain so listing and choosing never decrypt."""
+
+    __tablename__ = "contact_encryption_keys"
+    __table_args__ = (UniqueConstraint("contact_id", "kind", "fingerprint"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    contact_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(8))  # smime | pgp
+    fingerprint: Mapped[str] = mapped_column(String(64))  # SHA-256 of the cert DER | PGP fpr
+    not_after: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(128))
+    dek_version: Mapped[int] = mapped_column(Integer)
+    material: Mapped[bytes] = mapped_column(LargeBinary)

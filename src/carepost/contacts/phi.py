@@ -4,7 +4,8 @@ where, why) in the caller's transaction, so an unaudited read cannot commit."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -15,9 +16,10 @@ from sqlalchemy.orm import Session
 from carepost.audit import service as audit
 from carepost.audit.actor import Actor
 from carepost.clock import Clock, system_clock
-from carepost.contacts.models import ClinicalFact, Contact, ContactKey
+from carepost.contacts.key_service import material_aad
+from carepost.contacts.models import ClinicalFact, Contact, ContactEncryptionKey, ContactKey
 from carepost.contacts.store import open_contact, open_contact_with, open_fact
-from carepost.crypto.envelope import unwrap_dek
+from carepost.crypto.envelope import open_sealed, unwrap_dek
 from carepost.crypto.keyring import KeyRing
 
 
@@ -234,6 +236,18 @@ class OpenedContact:
     facts: list[dict[str, Any]]
     dek_version: int
     cipher: AESGCM
+    # With `with_keys`: the contact's encryption keys, oldest first.
+    keys: list[OpenedKey] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OpenedKey:
+    """A contact's S/MIME certificate (DER) or OpenPGP certificate (binary), opened."""
+
+    kind: str
+    fingerprint: str
+    not_after: datetime | None
+    material: bytes
 
 
 def read_for_job(
@@ -245,14 +259,17 @@ def read_for_job(
     purpose: str,
     action: str,
     with_facts: bool,
+    with_keys: bool = False,
     details: dict[str, object] | None = None,
     clock: Clock = system_clock,
 ) -> dict[str, OpenedContact]:
     """A worker batch's read: one audited bulk access naming every contact, then the
-    records (and facts if asked) with each contact's cipher. Shredded or missing
-    contacts are absent from the result."""
+    records (and facts, and encryption keys, if asked) with each contact's cipher.
+    Shredded or missing contacts are absent from the result."""
     if not contact_ids:
         return {}
+    if with_keys:  # the entry says the contacts' encryption keys were opened too
+        details = {**(details or {}), "encryption_keys": True}
     record_bulk_access(
         session,
         actor=actor,
@@ -286,4 +303,26 @@ def read_for_job(
         ):
             c = opened[cid]
             c.facts.append(orjson.loads(open_fact(c.cipher, fid, c.dek_version, bytes(payload))))
+    if with_keys and opened:
+        _open_keys(session, opened)
     return opened
+
+
+def _open_keys(session: Session, opened: dict[str, OpenedContact]) -> None:
+    rows = session.execute(
+        select(
+            ContactEncryptionKey.id,
+            ContactEncryptionKey.contact_id,
+            ContactEncryptionKey.kind,
+            ContactEncryptionKey.fingerprint,
+            ContactEncryptionKey.not_after,
+            ContactEncryptionKey.dek_version,
+            ContactEncryptionKey.material,
+        )
+        .where(ContactEncryptionKey.contact_id.in_(list(opened)))
+        .order_by(ContactEncryptionKey.added_at, ContactEncryptionKey.id)
+    )
+    for kid, cid, kind, fingerprint, not_after, dek_version, sealed in rows:
+        c = opened[cid]
+        material = open_sealed(c.cipher, bytes(sealed), material_aad(kid, dek_version))
+        c.keys.append(OpenedKey(kind, fingerprint, not_after, material))

@@ -21,6 +21,7 @@ from carepost.content.fields import phi_context
 from carepost.content.template import CompiledTemplate
 from carepost.content.tokens import TokenSigner
 from carepost.crypto.keyring import KeyRing
+from carepost.delivery import e2e
 from carepost.delivery.dkim import DkimSigner, PendingSignature
 
 FACT_FIELDS = frozenset({"next_appointment_date", "last_visit_date"})
@@ -46,6 +47,7 @@ class CampaignKit:
     signer: DkimSigner | None
     public_url: str
     track: bool
+    e2e_mode: str = e2e.OFF  # the sender profile's end-to-end mode (delivery/e2e.py)
 
     @property
     def needs_facts(self) -> bool:
@@ -112,8 +114,11 @@ def compose(
     record: dict[str, Any],
     facts: list[dict[str, Any]],
     at: datetime,
+    key: e2e.KeyLike | None = None,
 ) -> Draft | None:
-    """One recipient's message, ready to sign; None when the contact has no address."""
+    """One recipient's message, ready to sign; None when the contact has no address.
+    With `key`, the body is encrypted to it (e2e.py) and the real Subject goes inside
+    (E2eError if the key will not encrypt)."""
     rcpt = recipient_of(record)
     if rcpt is None:
         return None
@@ -139,16 +144,36 @@ def compose(
         links, pixel = list(kit.template.links), None
     rendered = kit.template.render(context, links, pixel)
     message_id = f"<{outbox_id}@{kit.message_id_domain}>"
+    to_line = mime.header_line("To", rcpt)
+    id_line = mime.header_line("Message-ID", message_id)
+    subject = rendered.subject if key is None else e2e.NEUTRAL_SUBJECT
     head = (
         kit.fixed_headers
-        + mime.header_line("To", rcpt)
-        + mime.header_line("Subject", rendered.subject)
+        + to_line
+        + mime.header_line("Subject", subject)
         + _date_line(at)
-        + mime.header_line("Message-ID", message_id)
+        + id_line
         + mime.header_line("List-Unsubscribe", unsubscribe["List-Unsubscribe"])
         + mime.header_line("List-Unsubscribe-Post", unsubscribe["List-Unsubscribe-Post"])
     )
-    data = mime.build(kit.layout, head, rendered.text, rendered.html, kit.known_text)
+    if key is None:
+        data = mime.build(kit.layout, head, rendered.text, rendered.html, kit.known_text)
+    else:
+        protected = (
+            kit.fixed_headers
+            + to_line
+            + mime.header_line("Subject", rendered.subject)
+            + _date_line(at)
+            + id_line
+        )
+        inner = mime.build(
+            e2e.protected_layout(kit.layout),
+            protected,
+            rendered.text,
+            rendered.html,
+            kit.known_text,
+        )
+        data = head + e2e.encrypt_entity(key.kind, inner, key.material)
     pending = kit.signer.prepare(data, int(at.timestamp())) if kit.signer is not None else None
     return Draft(outbox_id, rcpt, message_id, data, pending)
 

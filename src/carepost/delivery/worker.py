@@ -48,7 +48,7 @@ from carepost.content.tokens import TokenSigner
 from carepost.crypto.envelope import aad, seal
 from carepost.crypto.keyring import KeyRing
 from carepost.db import bulk_insert, bulk_update, driver_value, transaction
-from carepost.delivery import archive, dkim, machine, outbox, route
+from carepost.delivery import archive, dkim, e2e, machine, outbox, route
 from carepost.delivery.compose import CampaignKit, Composed, Draft, compose, finish
 from carepost.delivery.models import (
     ArchivedMessage,
@@ -82,6 +82,7 @@ class BatchReport:
     claimed: int = 0
     denied: int = 0
     no_address: int = 0
+    unencryptable: int = 0  # end-to-end required and impossible (delivery/e2e.py)
     handed_off: int = 0
     results: Counter[str] = field(default_factory=Counter)
 
@@ -89,6 +90,7 @@ class BatchReport:
         self.claimed += other.claimed
         self.denied += other.denied
         self.no_address += other.no_address
+        self.unencryptable += other.unencryptable
         self.handed_off += other.handed_off
         self.results.update(other.results)
 
@@ -98,6 +100,7 @@ class _Prepared:
     claimed: outbox.Claimed
     composed: Composed
     attempt_no: int
+    method: str | None = None  # "smime" | "pgp" when end-to-end encrypted
 
 
 _Packed = tuple[Composed, bytes]
@@ -127,6 +130,14 @@ def _finish_and_pack(draft: Draft, kit: CampaignKit) -> _Packed:
     """On the helper thread: signature, hash and archive compression all release the GIL."""
     composed = finish(draft, kit.signer)
     return composed, archive.pack(composed.data)
+
+
+def _method(p: _Prepared, attempt: Attempt, transport_method: str) -> str:
+    """What the evidence names as the delivery method: the portal when the message went
+    there instead, else end-to-end encryption when used, else how the transport sent it."""
+    if attempt.method == fallback.METHOD:
+        return fallback.METHOD
+    return p.method or attempt.method or transport_method
 
 
 def worker_name() -> str:
@@ -282,9 +293,13 @@ class Worker:
             if c.id in held and c.campaign_id is not None:
                 by_campaign[c.campaign_id].append(c)
         prepared: list[_Prepared] = []
-        pending: list[tuple[outbox.Claimed, int, phi.OpenedContact, Future[_Packed]]] = []
+        pending: list[
+            tuple[outbox.Claimed, int, phi.OpenedContact, str | None, Future[_Packed]]
+        ] = []
         denied: list[outbox.Claimed] = []
         no_address: list[outbox.Claimed] = []
+        # End-to-end: rows that must not go (no key of the required kind; key refused).
+        unencryptable: dict[str, list[outbox.Claimed]] = defaultdict(list)
         archive_rows: list[tuple[object, ...]] = []
         attempt_rows: list[tuple[object, ...]] = []
         at_value = driver_value(session, DeliveryAttempt.__table__.c.started_at, at)
@@ -311,35 +326,48 @@ class Worker:
                 purpose=f"deliver campaign {campaign_id}",
                 action="delivery.phi_read",
                 with_facts=kit.needs_facts,
+                with_keys=kit.e2e_mode != e2e.OFF,
                 details={"campaign_id": campaign_id, "gate_run": decided.run_id},
                 clock=lambda: at,
             )
             for row in allowed:
                 contact = opened.get(row.contact_id)
-                draft = (
-                    compose(
-                        kit,
-                        self.ring,
-                        self.tokens,
-                        row.id,
-                        row.contact_id,
-                        contact.record,
-                        contact.facts,
-                        at,
-                    )
-                    if contact is not None
-                    else None
+                choice = (
+                    e2e.choose(kit.e2e_mode, contact.keys, at)
+                    if contact is not None and kit.e2e_mode != e2e.OFF
+                    else e2e.PLAIN
                 )
+                if choice.reason is not None:
+                    unencryptable[choice.reason].append(row)
+                    continue
+                try:
+                    draft = (
+                        compose(
+                            kit,
+                            self.ring,
+                            self.tokens,
+                            row.id,
+                            row.contact_id,
+                            contact.record,
+                            contact.facts,
+                            at,
+                            choice.key,
+                        )
+                        if contact is not None
+                        else None
+                    )
+                except e2e.E2eError:
+                    unencryptable[e2e.ENCRYPT_FAILED].append(row)
+                    continue
                 if draft is None or contact is None:
                     no_address.append(row)
                     continue
                 attempt_no = row.attempts + 1
-                pending.append(
-                    (row, attempt_no, contact, self._signing.submit(_finish_and_pack, draft, kit))
-                )
-        for row, attempt_no, contact, future in pending:
+                future = self._signing.submit(_finish_and_pack, draft, kit)
+                pending.append((row, attempt_no, contact, choice.method, future))
+        for row, attempt_no, contact, method, future in pending:
             composed, packed = future.result()
-            prepared.append(_Prepared(row, composed, attempt_no))
+            prepared.append(_Prepared(row, composed, attempt_no, method))
             archive_rows.append(
                 (
                     row.id,
@@ -360,7 +388,7 @@ class Worker:
                     row.id,
                     attempt_no,
                     self.transport.name,
-                    self.transport.method,
+                    method or self.transport.method,
                     composed.message_id,
                     composed.sha256,
                     len(composed.data),
@@ -370,6 +398,9 @@ class Worker:
             )
         self._finish_without_send(session, denied, "denied", "gate_denied", at)
         self._finish_without_send(session, no_address, "failed", "no_address", at)
+        for reason, rows_failed in unencryptable.items():
+            self._finish_without_send(session, rows_failed, "failed", reason, at)
+            report.unencryptable += len(rows_failed)
         report.denied += len(denied)
         report.no_address += len(no_address)
         if prepared:
@@ -470,9 +501,12 @@ class Worker:
         the portal with a notice sent in its place, before the batch records."""
         campaign_id = p.claimed.campaign_id or ""
         decided, portal_kit = self._routes[campaign_id]
-        if decided.refused is not None:
+        # An end-to-end encrypted message carries its real subject inside the encryption
+        # (delivery.e2e), so even a secure_delivery message may then go by mail.
+        encrypted = p.method is not None
+        if decided.refused is not None and not encrypted:
             return Attempt(Outcome("failed", decided.refused, "connect")), None
-        if not decided.portal_only:
+        if not decided.portal_only or encrypted:
             # VERP: bounces come back to an address naming this outbox row.
             mail_from = self.verp.address(self._return_paths[campaign_id], p.claimed.id)
             attempt = await self.transport.send(
@@ -555,7 +589,7 @@ class Worker:
                     attempt.reply or None,
                     attempt.tls_version,
                     attempt.tls_cipher,
-                    attempt.method or self.transport.method,
+                    _method(p, attempt, self.transport.method),
                     p.claimed.id,
                     p.attempt_no,
                 )
@@ -668,4 +702,5 @@ def build_kit(
         signer=signer,
         public_url=config.public_url,
         track=config.track,
+        e2e_mode=sender.e2e,
     )
