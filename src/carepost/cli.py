@@ -46,6 +46,7 @@ from carepost.db import transaction
 from carepost.delivery import commands as delivery_commands
 from carepost.doctor.commands import doctor_app
 from carepost.segments import commands as segment_commands
+from carepost.tracking.commands import tracking_app
 from carepost.web import commands as web_commands
 from carepost.workspace import init_workspace, open_workspace
 
@@ -72,6 +73,7 @@ app.add_typer(template_app, name="template")
 app.add_typer(sender_app, name="sender")
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(bounce_app, name="bounce")
+app.add_typer(tracking_app, name="tracking")
 app.add_typer(doctor_app, name="doctor")
 app.command("worker")(delivery_commands.worker)
 app.add_typer(delivery_commands.outbox_app, name="outbox")

@@ -1,0 +1,78 @@
+"""`carepost tracking classify FILE.jsonl`: replay recorded opens and clicks through the
+classifier, offline (no workspace, no database). One output line per event line; a bad line
+is reported by number and field (never its value) and the others are still classified."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+
+from carepost.cli_support import JsonFlag, err, fail, out
+from carepost.tracking.classifier import (
+    DEFAULT_APPLE_NETWORKS,
+    DEFAULT_GOOGLE_PROXY_NETWORKS,
+    DEFAULT_SCANNER_NETWORKS,
+    Knowledge,
+)
+from carepost.tracking.replay import BadLine, Recorded, classify_all, read_lines
+
+tracking_app = typer.Typer(no_args_is_help=True, help="Engagement tracking (opens, clicks).")
+
+Networks = Annotated[
+    list[str] | None,
+    typer.Option(help="Replaces the default networks (repeat for several)."),
+]
+
+
+@tracking_app.command("classify")
+def classify_cmd(
+    file: Annotated[Path, typer.Argument(help="Events, one JSON object per line.")],
+    json_out: JsonFlag = False,
+    apple_network: Networks = None,
+    google_proxy_network: Networks = None,
+    scanner_network: Networks = None,
+) -> None:
+    """Say for each recorded event whether a person or a machine made it, and why."""
+    try:
+        knowledge = Knowledge.from_strings(
+            apple_network or DEFAULT_APPLE_NETWORKS,
+            google_proxy_network or DEFAULT_GOOGLE_PROXY_NETWORKS,
+            scanner_network or DEFAULT_SCANNER_NETWORKS,
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        fail(f"{file}: cannot read: {exc.strerror or type(exc).__name__}")
+    items = list(read_lines(data.splitlines()))
+    records = [item for _, item in items if isinstance(item, Recorded)]
+    verdicts = iter(classify_all(records, knowledge))
+    bad = 0
+    for number, item in items:
+        if isinstance(item, BadLine):
+            bad += 1
+            if json_out:
+                doc = {"line": number, "error": str(item)}
+                out.print(orjson.dumps(doc).decode(), markup=False)
+            else:
+                err.print(f"line {number}: {item}", markup=False)
+            continue
+        v = next(verdicts)
+        if json_out:
+            doc2 = {
+                "line": number,
+                "message_id": item.message_id,
+                "verdict": v.verdict,
+                "reasons": list(v.reasons),
+                "confidence": v.confidence,
+            }
+            out.print(orjson.dumps(doc2).decode(), markup=False)
+        else:
+            reasons = ",".join(v.reasons)
+            out.print(f"{number}\t{v.verdict}\t{reasons}\t{v.confidence:.3f}", markup=False)
+    if bad:
+        raise typer.Exit(1)
