@@ -4,13 +4,14 @@ is reported by number and field (never its value) and the others are still class
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import orjson
 import typer
 
-from carepost.cli_support import JsonFlag, err, fail, out
+from carepost.cli_support import JsonFlag, err, fail
 from carepost.tracking.classifier import (
     DEFAULT_APPLE_NETWORKS,
     DEFAULT_GOOGLE_PROXY_NETWORKS,
@@ -57,7 +58,7 @@ def classify_cmd(
             bad += 1
             if json_out:
                 doc = {"line": number, "error": str(item)}
-                out.print(orjson.dumps(doc).decode(), markup=False)
+                _line(orjson.dumps(doc).decode())
             else:
                 err.print(f"line {number}: {item}", markup=False)
             continue
@@ -70,9 +71,14 @@ def classify_cmd(
                 "reasons": list(v.reasons),
                 "confidence": v.confidence,
             }
-            out.print(orjson.dumps(doc2).decode(), markup=False)
+            _line(orjson.dumps(doc2).decode())
         else:
             reasons = ",".join(v.reasons)
-            out.print(f"{number}\t{v.verdict}\t{reasons}\t{v.confidence:.3f}", markup=False)
+            _line(f"{number}\t{v.verdict}\t{reasons}\t{v.confidence:.3f}")
     if bad:
         raise typer.Exit(1)
+
+
+def _line(text: str) -> None:
+    # Plain stdout, not rich: tabs and JSON must reach a pipe exactly as written.
+    sys.stdout.write(text + "\n")
