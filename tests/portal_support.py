@@ -12,11 +12,8 @@ direct transport after merging.
 
 from __future__ import annotations
 
-import datetime as dt
 import email
-import ipaddress
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -29,10 +26,6 @@ from random import Random
 from typing import Any
 
 import uvicorn
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from carepost.audit.actor import Actor
 from carepost.campaigns import service as campaigns
@@ -47,6 +40,8 @@ from carepost.portal.limits import PortalLimits
 from carepost.web.app import create_app
 from carepost.web.commands import server_config
 from carepost.workspace import Workspace
+from https_support import self_signed
+from smtp_sink import free_port
 
 SENDER = "example-clinic"
 ORG = "Example Clinic"
@@ -230,42 +225,6 @@ def phi_in(text: str | bytes) -> list[str]:
 
 
 # --- the web app over HTTPS -----------------------------------------------------------------
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def https_site(
     ws: Workspace, tmp_path: Path, clock: Clock, sink: Any, limits: PortalLimits | None = None

@@ -5,9 +5,7 @@ tokens get 400 and change nothing, the preference form needs its CSRF pair."""
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import re
-import socket
 import ssl
 import threading
 import time
@@ -19,10 +17,6 @@ import httpx
 import pytest
 import uvicorn
 from consent_support import add_contacts
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from sqlalchemy import func, select
 
 from carepost.audit.models import AuditEntry
@@ -34,42 +28,8 @@ from carepost.db import transaction
 from carepost.web.app import create_app
 from carepost.web.commands import server_config
 from carepost.workspace import Workspace
-
-
-def _self_signed(folder: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from https_support import self_signed
+from smtp_sink import free_port
 
 
 class Site:
@@ -108,8 +68,8 @@ def site(workspace: Workspace, tmp_path: Path, actor: Any) -> Iterator[Site]:
             source="form",
             actor=actor,
         )
-    cert, key = _self_signed(tmp_path)
-    port = _free_port()
+    cert, key = self_signed(tmp_path)
+    port = free_port()
     config = server_config(create_app(workspace), "127.0.0.1", port, cert, key, "warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -307,8 +267,8 @@ def test_carepost_serve_runs_the_app_over_tls(
     import subprocess
     import sys
 
-    cert, key = _self_signed(tmp_path)
-    port = _free_port()
+    cert, key = self_signed(tmp_path)
+    port = free_port()
     env = {
         **os.environ,
         "CAREPOST_DATA_DIR": str(settings.data_dir),
