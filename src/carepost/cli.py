@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from carepost import migrate
+from carepost.account.commands import settings_app
 from carepost.audit import checkpoint as cp
 from carepost.audit import service as audit
 from carepost.audit.chain import PROBLEMS, ChainReport
@@ -74,6 +75,7 @@ app.add_typer(sender_app, name="sender")
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(bounce_app, name="bounce")
 app.add_typer(tracking_app, name="tracking")
+app.add_typer(settings_app, name="settings")
 app.add_typer(doctor_app, name="doctor")
 app.command("worker")(delivery_commands.worker)
 app.add_typer(delivery_commands.outbox_app, name="outbox")

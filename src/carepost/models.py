@@ -1,5 +1,6 @@
 """Every capability's tables, gathered so Alembic sees one metadata."""
 
+from carepost.account import models as _account_models  # noqa: F401
 from carepost.audit import models as _audit_models  # noqa: F401
 from carepost.bounces import models as _bounce_models  # noqa: F401
 from carepost.campaigns import models as _campaign_models  # noqa: F401

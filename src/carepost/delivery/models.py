@@ -83,6 +83,8 @@ class DeliveryAttempt(Base):
     reply: Mapped[str | None] = mapped_column(String(512), nullable=True)
     tls_version: Mapped[str | None] = mapped_column(String(16), nullable=True)
     tls_cipher: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The recipient's domain (never the address): per-domain reports and bounce rates.
+    recipient_domain: Mapped[str | None] = mapped_column(String(253), nullable=True)
 
 
 class ArchivedMessage(Base):

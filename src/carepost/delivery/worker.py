@@ -394,6 +394,7 @@ class Worker:
                     len(composed.data),
                     composed.dkim,
                     at_value,
+                    composed.rcpt.rpartition("@")[2].lower(),
                 )
             )
         self._finish_without_send(session, denied, "denied", "gate_denied", at)
@@ -436,6 +437,7 @@ class Worker:
                     "size",
                     "dkim",
                     "started_at",
+                    "recipient_domain",
                 ),
                 attempt_rows,
             )

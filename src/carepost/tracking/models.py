@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from carepost.db import Base, UTCDateTime
@@ -18,7 +18,11 @@ VERDICTS = ("human", "machine", "unknown")
 
 class EngagementEvent(Base):
     __tablename__ = "engagement_events"
-    __table_args__ = (Index("ix_engagement_events_contact_id_at", "contact_id", "at"),)
+    __table_args__ = (
+        Index("ix_engagement_events_contact_id_at", "contact_id", "at"),
+        Index("ix_engagement_events_campaign_id_at", "campaign_id", "at"),
+        Index("ix_engagement_events_message_id", "message_id"),
+    )
 
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
@@ -32,3 +36,9 @@ class EngagementEvent(Base):
     verdict: Mapped[str] = mapped_column(String(8))
     reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Opens and clicks from the tracking endpoints (null for form and API events):
+    campaign_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    link_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The source as a network (/24 or /48), never the raw address.
+    network: Mapped[str | None] = mapped_column(String(48), nullable=True)
