@@ -56,7 +56,10 @@ def get_bool(session: Session, definition: Definition) -> bool:
 
 
 def all_values(session: Session) -> dict[str, bool]:
-    stored = dict(session.execute(select(AccountSetting.key, AccountSetting.value)).tuples().all())
+    stored = {
+        key: value
+        for key, value in session.execute(select(AccountSetting.key, AccountSetting.value))
+    }
     return {
         key: (d.default if key not in stored else parse_bool(key, stored[key]))
         for key, d in DEFINITIONS.items()
