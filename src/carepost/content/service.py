@@ -54,3 +54,16 @@ def latest_template(session: Session, name: str) -> Template | None:
     return session.scalars(
         select(Template).where(Template.name == name).order_by(Template.version.desc()).limit(1)
     ).first()
+
+
+def spec_of(row: Template) -> TemplateSpec:
+    """A stored template version as the spec the compile step takes."""
+    return TemplateSpec(
+        name=row.name,
+        subject=row.subject,
+        html=row.html,
+        text=row.text,
+        message_class=row.message_class,
+        phi_fields=tuple(row.phi_fields.split()),
+        secure_delivery=row.secure_delivery,
+    )

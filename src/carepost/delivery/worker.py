@@ -43,7 +43,8 @@ from carepost.contacts import phi
 from carepost.contacts.store import new_id
 from carepost.content import mime
 from carepost.content.models import Template
-from carepost.content.template import TemplateSpec, compile_template
+from carepost.content.service import spec_of
+from carepost.content.template import compile_template
 from carepost.content.tokens import TokenSigner
 from carepost.crypto.envelope import aad, seal
 from carepost.crypto.keyring import KeyRing
@@ -667,15 +668,7 @@ class Worker:
 def build_kit(
     campaign: Campaign, template: Template, sender: SenderProfile, config: WorkerConfig
 ) -> CampaignKit:
-    spec = TemplateSpec(
-        name=template.name,
-        subject=template.subject,
-        html=template.html,
-        text=template.text,
-        message_class=template.message_class,
-        phi_fields=tuple(template.phi_fields.split()),
-        secure_delivery=template.secure_delivery,
-    )
+    spec = spec_of(template)
     signer = None
     if sender.dkim_domain and sender.dkim_selector and sender.dkim_key_file:
         from pathlib import Path
