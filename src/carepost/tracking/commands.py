@@ -11,7 +11,7 @@ from typing import Annotated
 import orjson
 import typer
 
-from carepost.cli_support import JsonFlag, err, fail
+from carepost.cli_support import DataDir, JsonFlag, err, fail, out, workspace
 from carepost.tracking.classifier import (
     DEFAULT_APPLE_NETWORKS,
     DEFAULT_GOOGLE_PROXY_NETWORKS,
@@ -82,3 +82,57 @@ def classify_cmd(
 def _line(text: str) -> None:
     # Plain stdout, not rich: tabs and JSON must reach a pipe exactly as written.
     sys.stdout.write(text + "\n")
+
+
+@tracking_app.command("serve")
+def serve_cmd(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8026,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Server processes (all state is in the database).")
+    ] = 1,
+    ssl_certfile: Annotated[
+        Path | None, typer.Option(help="TLS certificate (else terminate TLS in a proxy).")
+    ] = None,
+    ssl_keyfile: Annotated[Path | None, typer.Option(help="TLS private key.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Serve only the open pixel and click redirect (/t/o/..., /t/c/...), stateless, so
+    it can run on its own machines beside or instead of `carepost serve`."""
+    import os
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from carepost.tracking.server import create_tracking_app, knowledge_from
+    from carepost.web.commands import server_config
+
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        fail("give both --ssl-certfile and --ssl-keyfile, or neither", 2)
+    with workspace(data_dir) as ws:
+        try:
+            knowledge_from(ws.settings)
+        except ValueError as exc:
+            fail(str(exc))
+        scheme = "https" if ssl_certfile else "http"
+        out.print(f"tracking on {scheme}://{host}:{port} ({workers} process(es))")
+        if ws.settings.tracking_benchmark_bare_route:
+            err.print("[bold yellow]benchmark bare route /t/bare/ is on: not for production[/]")
+        if workers == 1:
+            config = server_config(
+                create_tracking_app(ws), host, port, ssl_certfile, ssl_keyfile, "warning"
+            )
+            uvicorn.Server(config).run()
+            return
+        # Each worker process builds its own app from the same workspace.
+        os.environ["CAREPOST_DATA_DIR"] = str(ws.settings.data_dir.resolve())
+        config = server_config(
+            "carepost.tracking.server:app_from_environment",
+            host,
+            port,
+            ssl_certfile,
+            ssl_keyfile,
+            "warning",
+            workers=workers,
+        )
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
