@@ -31,7 +31,6 @@ from typing import Literal
 from urllib.parse import quote
 
 from sqlalchemy import Engine, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from carepost.campaigns.models import Campaign
@@ -133,15 +132,6 @@ class EventStore:
     def write(self, batch: Sequence[RawEvent]) -> list[Outcome]:
         """Classify and store one batch in one transaction; the outcome of each event in
         order. Raises when the database refuses (nothing of the batch is stored)."""
-        try:
-            return self._write(batch)
-        except IntegrityError:
-            # A cached message may have gone since (its contact erased): forget what is
-            # cached and try once more with fresh facts.
-            self._facts.clear()
-            return self._write(batch)
-
-    def _write(self, batch: Sequence[RawEvent]) -> list[Outcome]:
         try:
             with transaction(self.engine) as session:
                 outcomes, rows, relabels = self._judge(session, batch)
