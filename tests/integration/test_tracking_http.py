@@ -6,6 +6,8 @@ PHI or raw address anywhere; verdicts are stored with their reasons."""
 from __future__ import annotations
 
 import concurrent.futures
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from carepost.tracking.server import create_tracking_app
 from carepost.web.app import create_app
 from carepost.workspace import Workspace
 from https_support import self_signed
+from smtp_sink import free_port
 from tracking_support import (
     APPLE_IP,
     CHROME,
@@ -418,3 +421,32 @@ def test_a_bad_network_setting_stops_the_start_naming_the_setting(
     assert r.returncode == 1
     assert "CAREPOST_TRACKING_APPLE_NETWORKS: entry 2 is not an IP network" in r.stderr
     assert "not-a-network" not in r.stderr  # the position, not the value
+
+
+def test_tracking_serve_runs_alone_with_several_processes(
+    carepost: Any, workspace: Workspace, msgs: Messages
+) -> None:
+    port = free_port()
+    proc = carepost.popen("tracking", "serve", "--port", str(port), "--workers", "2")
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as c:
+                    r = c.get(f"/t/c/{msgs.click(msgs.ids[0], 1)}", headers=person())
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "carepost tracking serve did not start"
+                time.sleep(0.2)
+        assert r.status_code == 302
+        assert r.headers["location"] == msgs.links[1]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as c:
+            assert c.get("/t/bare/x").status_code == 404  # the benchmark route is off
+            for mid in msgs.ids:
+                assert c.get(f"/t/o/{msgs.open(mid)}", headers=person()).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert proc.returncode == 0
+    assert len(stored_events(workspace)) == 1 + len(msgs.ids)
