@@ -11,14 +11,15 @@ its open, three of its links, and for one in twenty its honeypot), with a mix of
 (browsers, Gmail's image proxy, Apple's MPP agent, a link scanner) and client addresses
 (X-Forwarded-For, which uvicorn trusts from loopback).
 
-Measured, each phase for `--duration` seconds after a warm-up: the bare route, then the
-full endpoints. Events a second = rows written to engagement_events during the phase /
-the phase's length (not responses), with p50/p99 latency from wrk; the ratio is full
-events/s over bare responses/s.
+Measured after a warm-up, in `--rounds` pairs of phases of `--duration` seconds (the bare
+route, then the full endpoints; alternating, so that other load on a shared machine falls
+on both alike): events a second = rows written to engagement_events during the phase /
+the phase's length (not responses), with p50/p99 latency from wrk; medians of the rounds.
+The ratio is full events/s over bare responses/s, the median of the rounds' ratios.
 
     apt-get install -y wrk
-    python tracking_http.py [--messages 20000] [--duration 15] [--connections 64]
-                            [--workers 1] [--database-url postgresql://...]
+    python tracking_http.py [--messages 20000] [--duration 10] [--rounds 3]
+                            [--connections 64] [--workers 1] [--database-url postgresql://...]
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from statistics import median
 from urllib.parse import quote
 
 from _common import machine
@@ -274,7 +276,8 @@ def start_server(data_dir: Path, url: str, workers: int) -> tuple[subprocess.Pop
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=20_000)
-    parser.add_argument("--duration", type=int, default=15, help="seconds a phase")
+    parser.add_argument("--duration", type=int, default=10, help="seconds a phase")
+    parser.add_argument("--rounds", type=int, default=3, help="bare and full phases, alternating")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=1, help="server processes")
@@ -308,26 +311,40 @@ def main() -> None:
         )
         proc, port = start_server(ws.settings.data_dir, url, args.workers)
         wrk(port, script, paths_file, args.warmup, args.connections, bare=False)
-        bare = wrk(port, script, paths_file, args.duration, args.connections, bare=True)
-        time.sleep(1)
-        before, first_id = rows(ws), max_id(ws)
-        full = wrk(port, script, paths_file, args.duration, args.connections, bare=False)
-        time.sleep(1)  # requests in flight when wrk stopped finish their batches
-        written = rows(ws) - before
+        first_id = max_id(ws)
+        bares, fulls = [], []
+        # Alternating phases, so that other load on a shared machine falls on both alike.
+        for _ in range(args.rounds):
+            bare = wrk(port, script, paths_file, args.duration, args.connections, bare=True)
+            bares.append({**bare, "rate": bare["requests"] / bare["seconds"]})
+            time.sleep(1)
+            before = rows(ws)
+            full = wrk(port, script, paths_file, args.duration, args.connections, bare=False)
+            time.sleep(1)  # requests in flight when wrk stopped finish their batches
+            written = rows(ws) - before
+            fulls.append({**full, "rate": written / full["seconds"]})
+            time.sleep(1)
         mix = verdicts_since(ws, first_id)
-        bare_rate = bare["requests"] / bare["seconds"]
-        events_rate = written / full["seconds"]
-        print(
-            f"bare /t/bare/:  {bare_rate:8.0f} responses/s   p50 {bare['p50_ms']:.2f} ms   "
-            f"p99 {bare['p99_ms']:.2f} ms   errors {bare['errors'] + bare['socket_errors']:.0f}"
-        )
-        print(
-            f"full /t/o /t/c: {events_rate:8.0f} events/s written "
-            f"({full['requests'] / full['seconds']:.0f} responses/s)   p50 {full['p50_ms']:.2f} ms"
-            f"   p99 {full['p99_ms']:.2f} ms   errors {full['errors'] + full['socket_errors']:.0f}"
-        )
+        for name, phases, unit in (
+            ("bare /t/bare/ ", bares, "responses/s"),
+            ("full /t/o /t/c", fulls, "events/s written"),
+        ):
+            errors = sum(p["errors"] + p["socket_errors"] for p in phases)
+            print(
+                f"{name}: {median(p['rate'] for p in phases):6.0f} {unit} (rounds: "
+                + ", ".join(f"{p['rate']:.0f}" for p in phases)
+                + f")   p50 {median(p['p50_ms'] for p in phases):.2f} ms"
+                f"   p99 {median(p['p99_ms'] for p in phases):.2f} ms   errors {errors:.0f}"
+            )
+        ratios = [f["rate"] / b["rate"] for b, f in zip(bares, fulls, strict=True)]
+        events_rate = median(f["rate"] for f in fulls)
         print(f"verdicts written: {mix}")
-        print(f"ratio full/bare: {events_rate / bare_rate:.2f}")
+        print(
+            f"ratio full/bare: {median(ratios):.2f} (median of the rounds' ratios: "
+            + ", ".join(f"{r:.2f}" for r in ratios)
+            + ")"
+        )
+        print(f"load average after: {os.getloadavg()}")
         print("goal >= 3,000 events/s:", "met" if events_rate >= 3000 else "NOT met")
     finally:
         if proc is not None:
