@@ -3,11 +3,13 @@ its change and appends its audit entry in the caller's transaction (services nev
 commit).
 
 Two rules keep permissions from growing by themselves: a principal can only hand out
-(in a role it creates, a role it assigns, an API key's scopes) permissions it holds, and
-can only act on a user (disable, reset a factor, change roles) whose permissions it
-holds all of, so an admin can neither give itself PHI access nor take over an owner by
-resetting the owner's factors. The last active owner cannot be disabled or lose the
-role, so an account cannot end up with nobody able to administer it.
+(in a role it creates, a role it adds to a user, an API key's scopes) permissions it
+holds, and can only take over a user's access (reset their MFA or password, mint an API
+key for them) when it holds all of that user's permissions. So an admin can neither give
+itself PHI access nor become an owner or a care-team member by resetting their factors.
+Taking access away (disabling, removing a role) is not an escalation and needs only
+`users:write`; the last active owner cannot be disabled or lose the role, so an account
+cannot end up with nobody able to administer it.
 """
 
 from __future__ import annotations
@@ -165,7 +167,6 @@ def do_disable_user(
     principal.require("users:write")
     at = clock()
     user = find_user(session, who)
-    may_act_on(session, principal, user)
     if user.status == "disabled":
         return 0
     if OWNER in roles_of(session, user.id) and _active_owners(session) <= 1:
@@ -185,9 +186,10 @@ def do_enable_user(
     principal.require("users:write")
     at = clock()
     user = find_user(session, who)
-    may_act_on(session, principal, user)
     if user.status == "active":
         return
+    # Enabling gives back access the user had; only someone holding it may.
+    may_act_on(session, principal, user)
     user.status, user.disabled_at, user.updated_at = "active", None, at
     _audit(session, principal, "staff.user_enabled", {"user": user.id}, at)
     session.flush()
@@ -206,10 +208,10 @@ def do_set_roles(
     principal.require("users:write")
     at = clock()
     user = find_user(session, who)
-    may_act_on(session, principal, user)
     before = roles_of(session, user.id)
     after = sorted(set(roles))
-    may_grant(principal, _roles_permissions(session, after))
+    _roles_permissions(session, after)  # every role must exist
+    may_grant(principal, _roles_permissions(session, set(after) - set(before)))
     if before == after:
         return before, after
     if (
