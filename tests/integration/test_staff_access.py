@@ -131,13 +131,15 @@ def test_role_matrix(workspace: Workspace) -> None:
         for permission in sorted(ALL):
             expected = permission in SPEC[role]
             assert principal.has(permission) == expected, (role, permission)
-            assert _denied(lambda p=permission: principal.require(p)) != expected
+            assert _denied(lambda p=permission, who=principal: who.require(p)) != expected
         # every wired service, called: refused exactly where the matrix says no
         for permission, probe in PROBES.items():
             target = add(workspace, f"target-{role}-{permission}@clinic.example").id
             ctx = {"contact": contact, "plain_user": target}
             with transaction(workspace.engine) as s:
-                denied = _denied(lambda s=s, pr=probe, c=ctx: pr(s, workspace, principal, c))
+                denied = _denied(
+                    lambda s=s, pr=probe, c=ctx, who=principal: pr(s, workspace, who, c)
+                )
                 s.rollback()
             assert denied != (permission in SPEC[role]), (role, permission)
     for role in NEVER_PHI:
@@ -156,21 +158,22 @@ def test_the_phi_door_refuses_without_phi_read_and_writes_nothing(workspace: Wor
     marketer = principal_of(workspace, add(workspace, "m@clinic.example", "marketer").id)
     owner = principal_of(workspace, add(workspace, "o@clinic.example", "owner").id)
     before = len(_audit(workspace, "contacts.phi_read"))
-    with pytest.raises(PermissionDenied, match=r"phi:read is required"):
-        with transaction(workspace.engine) as s:
-            phi.read_contact(
-                s, workspace.keyring, contact, actor=marketer.actor, purpose="x", principal=marketer
-            )
-    with pytest.raises(PermissionDenied):
-        with transaction(workspace.engine) as s:
-            phi.read_contacts(
-                s,
-                workspace.keyring,
-                [contact],
-                actor=marketer.actor,
-                purpose="x",
-                principal=marketer,
-            )
+    with (
+        pytest.raises(PermissionDenied, match=r"phi:read is required"),
+        transaction(workspace.engine) as s,
+    ):
+        phi.read_contact(
+            s, workspace.keyring, contact, actor=marketer.actor, purpose="x", principal=marketer
+        )
+    with pytest.raises(PermissionDenied), transaction(workspace.engine) as s:
+        phi.read_contacts(
+            s,
+            workspace.keyring,
+            [contact],
+            actor=marketer.actor,
+            purpose="x",
+            principal=marketer,
+        )
     assert len(_audit(workspace, "contacts.phi_read")) == before
     with transaction(workspace.engine) as s:
         view = phi.read_contact(
@@ -180,11 +183,10 @@ def test_the_phi_door_refuses_without_phi_read_and_writes_nothing(workspace: Wor
     entry = _audit(workspace, "contacts.phi_read")[-1]
     assert entry.actor == owner.actor.id
     assert orjson.loads(entry.details) == {"basis": "phi:read"}
-    with pytest.raises(ValueError, match="actor"):
-        with transaction(workspace.engine) as s:
-            phi.read_contact(
-                s, workspace.keyring, contact, actor=SYSTEM.actor, purpose="x", principal=owner
-            )
+    with pytest.raises(ValueError, match="actor"), transaction(workspace.engine) as s:
+        phi.read_contact(
+            s, workspace.keyring, contact, actor=SYSTEM.actor, purpose="x", principal=owner
+        )
 
 
 def test_care_team_reads_only_the_contacts_it_sent_to(workspace: Workspace) -> None:
@@ -243,7 +245,7 @@ def test_nobody_hands_out_what_they_lack(workspace: Workspace) -> None:
         # ... but can take access away, and manage what it holds
         assert service.do_set_roles(s, admin, nurse.id, []) == (["care_team"], [])
         assert service.do_disable_user(s, admin, nurse.id) == 0
-        with pytest.raises(PermissionDenied, match="contacts:read|phi"):
+        with pytest.raises(PermissionDenied, match=r"contacts:read|phi"):
             service.do_set_roles(s, admin, nurse.id, ["care_team"])
         assert service.do_create_role(s, admin, "helpdesk", ["users:read"]) == ["users:read"]
     with transaction(workspace.engine) as s:
@@ -333,7 +335,8 @@ def test_break_glass_needs_mfa_expires_and_alerts_compliance(workspace: Workspac
     entry = _audit(workspace, "contacts.phi_read")[-1]
     assert orjson.loads(entry.details) == {"basis": "break_glass", "break_glass": grant.id}
     granted = _audit(workspace, "staff.break_glass_granted")[-1]
-    assert granted.purpose == reason and orjson.loads(granted.details)["break_glass"] == grant.id
+    assert granted.purpose == reason
+    assert orjson.loads(granted.details)["break_glass"] == grant.id
     clock.advance(seconds=1)  # 30 minutes: over
     with pytest.raises(PermissionDenied):
         read()
@@ -425,7 +428,8 @@ def test_api_key_is_shown_once_stored_hashed_and_every_use_audited(workspace: Wo
             p = apikeys.authenticate(s, key.token, network="203.0.113.0/24", at=clock())
             assert p is not None
             assert p.permissions == {"segments:read", "reports:read"}
-            assert p.actor.id == f"apikey:{key.id}" and p.api_key_id == key.id
+            assert p.actor.id == f"apikey:{key.id}"
+            assert p.api_key_id == key.id
     used = _audit(workspace, "staff.api_key_used")
     assert [orjson.loads(e.details)["key"] for e in used] == [key.id, key.id]
     assert all(e.actor == f"apikey:{key.id}" for e in used)
@@ -436,7 +440,8 @@ def test_api_key_is_shown_once_stored_hashed_and_every_use_audited(workspace: Wo
         # the owner loses a role: the key loses it too
         service.do_set_roles(s, SYSTEM, svc.id, ["analyst"])
         p = apikeys.authenticate(s, key.token, network="n", at=clock())
-        assert p is not None and p.permissions == {"reports:read"}
+        assert p is not None
+        assert p.permissions == {"reports:read"}
     clock.advance(days=1)
     with transaction(workspace.engine) as s:
         assert apikeys.authenticate(s, key.token, network="n", at=clock()) is None  # expired

@@ -22,7 +22,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -137,6 +137,7 @@ class Begun:
     user_id: str | None
     stored_hash: str | None
     wait: timedelta
+    counted: tuple[str, ...] = ()  # the throttle keys the attempt was counted against
 
 
 @dataclass(frozen=True)
@@ -158,14 +159,15 @@ def begin_password(
     if wait > timedelta(0):
         _failed(session, user, network=network, stage="password", reason="throttled", at=at)
         return Begun(None, None, wait)
-    # Counted now, before the password is checked: a success clears it at the end of
-    # the login, and parallel guesses cannot slip between the check and the count.
+    # Counted now, before the password is checked, so parallel guesses cannot slip
+    # between the check and the count; a right password takes it back.
     _count_failure(scope, rows, at)
     session.flush()
     return Begun(
         user.id if user is not None and usable else None,
         user.password_hash if user is not None and usable else None,
         timedelta(0),
+        tuple(key for key, _ in scope),
     )
 
 
@@ -192,6 +194,11 @@ def finish_password(
         return PasswordResult("failed")
     if rehashed is not None:
         user.password_hash = rehashed
+    session.execute(
+        update(StaffLoginThrottle)
+        .where(StaffLoginThrottle.key.in_(begun.counted), StaffLoginThrottle.failures > 0)
+        .values(failures=StaffLoginThrottle.failures - 1)
+    )
     token = sessions.start(session, user.id, stage="mfa", network=network, at=at, policy=policy)
     return PasswordResult("mfa", pending_token=token)
 

@@ -43,9 +43,11 @@ def test_malformed_codes_are_refused() -> None:
 def test_provisioning_uri_names_the_account_and_carries_the_secret() -> None:
     secret = totp.new_secret()
     uri = urlparse(totp.provisioning_uri(secret, "boss@clinic.example"))
-    assert uri.scheme == "otpauth" and uri.netloc == "totp"
+    assert uri.scheme == "otpauth"
+    assert uri.netloc == "totp"
     query = parse_qs(uri.query)
-    assert query["secret"] == [secret] and query["issuer"] == ["carepost"]
+    assert query["secret"] == [secret]
+    assert query["issuer"] == ["carepost"]
     assert len(secret) == 32  # 160 bits of base 32
 
 
