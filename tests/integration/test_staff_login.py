@@ -10,12 +10,13 @@ import time
 from datetime import timedelta
 
 import pytest
+from argon2 import PasswordHasher
 from sqlalchemy import select
 
 from carepost.audit.models import AuditEntry
 from carepost.db import transaction
 from carepost.staff import apikeys, login, service, sessions
-from carepost.staff.models import StaffSession
+from carepost.staff.models import StaffSession, StaffUser
 from carepost.workspace import Workspace
 from staff_support import NETWORK, PASSWORD, POLICY, SYSTEM, Clock, Staff, add, code_for
 
@@ -342,3 +343,21 @@ def test_no_secret_reaches_the_audit_log(workspace: Workspace) -> None:
         *enrolment.recovery_codes,
     ]
     assert [s for s in secrets_seen if s in text] == []
+
+
+def test_a_hash_with_weaker_parameters_is_replaced_at_sign_in(workspace: Workspace) -> None:
+    clock = Clock()
+    user = add(workspace, "a@clinic.example", "analyst", clock=clock)
+    weak = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(PASSWORD)
+    with transaction(workspace.engine) as s:
+        row = s.get(StaffUser, user.id)
+        assert row is not None
+        row.password_hash = weak
+    assert _password(workspace, user.email, "not it, not it", clock).outcome == "failed"
+    with transaction(workspace.engine) as s:
+        assert s.get(StaffUser, user.id).password_hash == weak  # type: ignore[union-attr]
+    assert _password(workspace, user.email, PASSWORD, clock).outcome == "mfa"
+    with transaction(workspace.engine) as s:
+        stored = s.get(StaffUser, user.id).password_hash  # type: ignore[union-attr]
+    assert stored is not None
+    assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
