@@ -48,6 +48,7 @@ from carepost.delivery import commands as delivery_commands
 from carepost.doctor.commands import doctor_app
 from carepost.journeys.commands import journey_app
 from carepost.segments import commands as segment_commands
+from carepost.staff import commands as staff_commands
 from carepost.tracking.commands import tracking_app
 from carepost.web import commands as web_commands
 from carepost.workspace import init_workspace, open_workspace
@@ -88,6 +89,10 @@ app.add_typer(consent_commands.suppress_app, name="suppress")
 app.command("serve")(web_commands.serve)
 app.add_typer(segment_commands.segment_app, name="segment")
 app.command("demo-data")(segment_commands.demo_data)
+app.add_typer(staff_commands.user_app, name="user")
+app.add_typer(staff_commands.apikey_app, name="apikey")
+app.add_typer(staff_commands.role_app, name="role")
+app.add_typer(staff_commands.breakglass_app, name="breakglass")
 
 
 @app.callback()
@@ -109,6 +114,9 @@ def init(data_dir: DataDir = None) -> None:
     out.print(
         f"  key file  {s.resolved_key_file} (mode 600; back it up: without it the "
         "data cannot be read)"
+    )
+    out.print(
+        "  next      create the first owner: carepost user add EMAIL --name NAME --role owner"
     )
     ws.close()
 

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from carepost.clock import Clock, system_clock
 from carepost.db import read_only
 from carepost.portal.limits import PortalLimits
-from carepost.web.pages import portal, unsubscribe
+from carepost.web.pages import login, portal, unsubscribe
 from carepost.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -79,4 +79,5 @@ def create_app(
 
     app.include_router(unsubscribe.router)
     app.include_router(portal.router)
+    app.include_router(login.router)
     return app
