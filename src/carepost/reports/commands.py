@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -116,24 +117,34 @@ def _pops(t: Tally, include_machine: bool) -> list[str]:
     return [str(d["headline"]), str(d["human"]), str(d["machine"]), str(d["unknown"])]
 
 
+def _table(title: str, label: str, *numbers: str) -> Table:
+    """A compact table: the first column folds long values (domains, URLs, clauses),
+    the numbers are right-aligned and never wrapped."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    table.add_column(label, overflow="fold", ratio=1)
+    for header in numbers:
+        table.add_column(header, justify="right", no_wrap=True)
+    return table
+
+
 def show(report: CampaignReport) -> None:
     """The report as tables. Values typed by others (domains, URLs, clauses, reason
     codes) go in as Text, so they are shown literally and never read as markup."""
     c = report.campaign
     m = report.include_machine
     d = report.delivery
-    basis = (
-        "machine events included (--include-machine)"
-        if report.include_machine and report.setting_excludes_machine
-        else "machine events included (account setting)"
-        if report.include_machine
-        else "machine events left out (account setting; --include-machine to count them)"
-    )
+    if not report.include_machine:
+        basis = "machine events left out (account setting; --include-machine counts them)"
+    elif report.setting_excludes_machine:
+        basis = "machine events included (--include-machine)"
+    else:
+        basis = "machine events included (account setting)"
     out.print(Text(f"Campaign {c.name} ({c.id})", style="bold"))
-    out.print(Text(f"{c.status} · {c.message_class} · {c.channel}/{c.topic} · headline: {basis}"))
+    out.print(Text(f"{c.status} · {c.message_class} · {c.channel}/{c.topic}"))
+    out.print(Text(f"headline numbers: {basis}"))
 
-    delivery = Table("delivery", "messages", title="Delivery")
-    rows = [
+    delivery = _table("Delivery", "", "messages")
+    for label, n in (
         ("recipients", d.recipients),
         ("pending (queued, in flight)", d.pending),
         ("denied by the consent gate", d.denied),
@@ -146,8 +157,7 @@ def show(report: CampaignReport) -> None:
         ("bounced soft", d.bounced_soft),
         ("complaints", d.complaints),
         ("unsubscribes (contacts)", d.unsubscribes),
-    ]
-    for label, n in rows:
+    ):
         delivery.add_row(label, str(n))
     out.print(delivery)
     for title, counts in (
@@ -156,14 +166,14 @@ def show(report: CampaignReport) -> None:
         ("Unsubscribes by source (contacts)", d.unsubscribes_by_source),
     ):
         if counts:
-            table = Table("reason", "count", title=title)
+            table = _table(title, "reason", "count")
             for key, n in counts.items():
                 table.add_row(Text(key), str(n))
             out.print(table)
 
     e = report.engagement
     rates = e.rates(d.delivered, m)
-    eng = Table("", "headline", "human", "machine", "unknown", title="Opens and clicks")
+    eng = _table("Opens and clicks", "", "headline", "human", "machine", "unknown")
     eng.add_row("opens (unique messages)", *_pops(e.opens_unique, m))
     eng.add_row("opens (events)", *_pops(e.opens_total, m))
     eng.add_row("clicks (unique messages)", *_pops(e.clicks_unique, m))
@@ -184,20 +194,16 @@ def show(report: CampaignReport) -> None:
         f"{links.unattributed_total}"
     )
 
-    dom = Table(
+    dom = _table(
+        f"By recipient domain (fewer than {report.domains.min_recipients} recipients: pooled)",
         "domain",
-        "recipients",
-        "sent",
-        "delivered",
-        "hard",
-        "soft",
-        "complaints",
+        "rcpt",
+        "deliv.",
+        "hard/soft",
+        "compl.",
         "opens",
-        "open rate",
-        "clicks",
-        "click rate",
-        title=f"By recipient domain (fewer than {report.domains.min_recipients} "
-        "recipients: pooled)",
+        "open %",
+        "click %",
     )
     for r in report.domains.rows:
         rd = r.as_dict(m)
@@ -205,64 +211,47 @@ def show(report: CampaignReport) -> None:
         dom.add_row(
             Text(label),
             str(r.recipients),
-            str(r.sent),
             str(r.delivered),
-            str(r.bounced_hard),
-            str(r.bounced_soft),
+            f"{r.bounced_hard}/{r.bounced_soft}",
             str(r.complaints),
             str(r.engagement.opens_unique.headline(m)),
             _pct(rd["open_rate"]),
-            str(r.engagement.clicks_unique.headline(m)),
             _pct(rd["click_rate"]),
         )
     out.print(dom)
 
-    lt = Table(
-        "#",
-        "destination",
-        "unique (headline)",
-        "unique human",
-        "unique machine",
-        "events human",
-        "events machine",
-        title="By link",
-    )
+    lt = _table("By link (clicks)", "# destination", "unique", "human", "machine", "events h/m")
     for lr in links.rows:
         lt.add_row(
-            str(lr.index),
-            Text(lr.url),
+            Text(f"{lr.index} {lr.url}"),
             str(lr.clicks_unique.headline(m)),
             str(lr.clicks_unique.human),
             str(lr.clicks_unique.machine),
-            str(lr.clicks_total.human),
-            str(lr.clicks_total.machine),
+            f"{lr.clicks_total.human}/{lr.clicks_total.machine}",
         )
     out.print(lt)
 
     cs = report.clauses
     if cs.available:
         at = cs.evaluated_at.isoformat() if cs.evaluated_at else "-"
-        ct = Table(
+        ct = _table(
+            f"By segment clause ({cs.segment} v{cs.version}, evaluated at {at})",
             "clause",
-            "recipients",
-            "delivered",
-            "opens human",
-            "opens machine",
-            "clicks human",
-            "clicks machine",
-            "open rate",
-            title=f"By segment clause ({cs.segment} v{cs.version}, evaluated at {at})",
+            "rcpt",
+            "deliv.",
+            "opens h/m",
+            "clicks h/m",
+            "open %",
         )
         for cr in cs.rows:
             cd = cr.as_dict(m)
+            o, k = cr.engagement.opens_unique, cr.engagement.clicks_unique
             ct.add_row(
                 Text(cr.clause),
                 str(cr.recipients),
                 str(cr.delivered),
-                str(cr.engagement.opens_unique.human),
-                str(cr.engagement.opens_unique.machine),
-                str(cr.engagement.clicks_unique.human),
-                str(cr.engagement.clicks_unique.machine),
+                f"{o.human}/{o.machine}",
+                f"{k.human}/{k.machine}",
                 _pct(cd["open_rate"]),
             )
         out.print(ct)
@@ -270,6 +259,9 @@ def show(report: CampaignReport) -> None:
         out.print(Text(f"By segment clause: not available ({cs.reason})"))
 
     time = report.time
+    if not time.hours:
+        out.print("By day and hour: no opens or clicks recorded")
+        return
     _time_table(
         "By day (UTC; events)", time.by_day, [b.start.date().isoformat() for b in time.by_day]
     )
@@ -282,7 +274,7 @@ def show(report: CampaignReport) -> None:
 
 
 def _time_table(title: str, buckets: Sequence[Bucket], labels: Sequence[str]) -> None:
-    table = Table("", "opens human", "opens machine", "clicks human", "clicks machine", title=title)
+    table = _table(title, "", "opens human", "opens machine", "clicks human", "clicks machine")
     for label, b in zip(labels, buckets, strict=True):
         table.add_row(
             label,
