@@ -51,8 +51,13 @@ class BounceRow:
 
 
 def live_kind(code: int | None, reply: str | None) -> str:
-    """A 5xx refusal as `bounce rates` counts it: 5.1.x and 550/551/553 hard, else soft."""
-    kind = bounce_kind(int(code or 550), enhanced_status(reply or ""))
+    """A 5xx refusal by delivery.outcome's rule: 5.1.x (or, without an enhanced code,
+    550/551/553) hard, anything else soft. The stored reply starts with its 3-digit code,
+    which goes before the enhanced status is read."""
+    text = (reply or "").lstrip()
+    if text[:3].isdigit():
+        text = text[3:].lstrip(" -")
+    kind = bounce_kind(int(code or 550), enhanced_status(text))
     return "hard" if kind == "hard" else "soft"
 
 

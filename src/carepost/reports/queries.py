@@ -190,7 +190,7 @@ def _domains(campaign_id: str) -> Any:
 
 def bounce_rows(conn: Connection, campaign_id: str) -> list[BounceRow]:
     """Live 5xx refusals and received bounce and complaint reports (rows only for
-    messages that came back), classified as `carepost bounce rates` does."""
+    messages that came back); campaign.summarize_bounces counts each message once."""
     out: list[BounceRow] = []
     live = conn.execute(
         select(da.c.outbox_id, o.c.state, da.c.recipient_domain, da.c.code, da.c.reply)
