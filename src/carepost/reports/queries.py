@@ -22,8 +22,8 @@ from sqlalchemy import (
     String,
     and_,
     case,
-    distinct,
     func,
+    literal,
     or_,
     select,
 )
@@ -44,7 +44,7 @@ from carepost.reports.campaign import (
     live_kind,
     report_kind,
 )
-from carepost.reports.measures import NONE, Engagement, Tally
+from carepost.reports.measures import Engagement, Tally
 from carepost.reports.splits import DomainInput, Recipients
 from carepost.segments.models import SegmentFreeze
 from carepost.tracking.models import EngagementEvent
@@ -221,50 +221,44 @@ def bounce_rows(conn: Connection, campaign_id: str) -> list[BounceRow]:
     return out
 
 
-def _sent_times(campaign_id: str) -> Any:
-    """Each of the campaign's messages that was sent: its contact and when (the first
-    `sent` transition)."""
-    return (
-        select(o.c.id, o.c.contact_id, func.min(t.c.at).label("sent_at"))
-        .join(t, t.c.outbox_id == o.c.id)
-        .where(o.c.campaign_id == campaign_id, t.c.state == "sent")
-        .group_by(o.c.id, o.c.contact_id)
-        .subquery()
-    )
-
-
 def opt_outs(conn: Connection, campaign: CampaignInfo) -> list[OptOut]:
     """Opt-outs of the campaign's channel and topic, and unsubscribe-all suppressions of
-    the channel, recorded at or after the campaign's message reached the contact (the
-    window and the later-campaign rule are applied by campaign.attribute_unsubscribes)."""
-    sent = _sent_times(campaign.id)
+    the channel, by contacts this campaign's message reached, with when it reached them
+    (the first `sent` transition). The window and the later-campaign rule are applied by
+    campaign.attribute_unsubscribes. Starts from the opt-outs (few), not the messages."""
     c = Consent.__table__
+    sent_at = func.min(t.c.at)
     topic_rows = conn.execute(
-        select(sent.c.contact_id, c.c.source, c.c.recorded_at, sent.c.sent_at)
-        .join(c, c.c.contact_id == sent.c.contact_id)
+        select(o.c.contact_id, c.c.source, c.c.recorded_at, sent_at)
+        .select_from(c)
+        .join(o, and_(o.c.contact_id == c.c.contact_id, o.c.campaign_id == campaign.id))
+        .join(t, and_(t.c.outbox_id == o.c.id, t.c.state == "sent"))
         .where(
             c.c.channel == campaign.channel,
             c.c.topic == campaign.topic,
             c.c.status == "opted_out",
-            c.c.recorded_at >= sent.c.sent_at,
         )
+        .group_by(c.c.id, o.c.contact_id, c.c.source, c.c.recorded_at)
+        .having(c.c.recorded_at >= sent_at)
     )
-    out = [OptOut(cid, source, at, sent_at) for cid, source, at, sent_at in topic_rows]
+    out = [OptOut(cid, source, at, first) for cid, source, at, first in topic_rows]
     s = Suppression.__table__
     lk = ContactLookup.__table__
     all_rows = conn.execute(
-        select(sent.c.contact_id, s.c.created_at, sent.c.sent_at)
-        .distinct()
-        .join(lk, lk.c.contact_id == sent.c.contact_id)
-        .join(s, s.c.address_bi == lk.c.value_bi)
+        select(o.c.contact_id, s.c.created_at, sent_at)
+        .select_from(s)
+        .join(lk, lk.c.value_bi == s.c.address_bi)
+        .join(o, and_(o.c.contact_id == lk.c.contact_id, o.c.campaign_id == campaign.id))
+        .join(t, and_(t.c.outbox_id == o.c.id, t.c.state == "sent"))
         .where(
             lk.c.kind == LOOKUP_KIND.get(campaign.channel, campaign.channel),
             s.c.channel == campaign.channel,
             s.c.reason == UNSUBSCRIBE_ALL,
-            s.c.created_at >= sent.c.sent_at,
         )
+        .group_by(s.c.id, o.c.contact_id, s.c.created_at)
+        .having(s.c.created_at >= sent_at)
     )
-    out += [OptOut(cid, UNSUBSCRIBE_ALL, at, sent_at) for cid, at, sent_at in all_rows]
+    out += [OptOut(cid, UNSUBSCRIBE_ALL, at, first) for cid, at, first in all_rows]
     return out
 
 
@@ -303,33 +297,6 @@ def _real(n_links: int) -> ColumnElement[bool]:
     )
 
 
-def _aggregates() -> list[Any]:
-    """Per population: messages opened (open or click), open events, messages clicked,
-    click events."""
-    cols: list[Any] = []
-    is_open = e.c.kind == "open"
-    is_click = e.c.kind == "click"
-    for name, verdicts in POPULATIONS:
-        if verdicts is None:
-            opened = func.count(distinct(e.c.message_id))
-            open_events = func.sum(case((is_open, 1), else_=0))
-            clicked = func.count(distinct(case((is_click, e.c.message_id))))
-            click_events = func.sum(case((is_click, 1), else_=0))
-        else:
-            pop = e.c.verdict.in_(verdicts)
-            opened = func.count(distinct(case((pop, e.c.message_id))))
-            open_events = func.sum(case((and_(pop, is_open), 1), else_=0))
-            clicked = func.count(distinct(case((and_(pop, is_click), e.c.message_id))))
-            click_events = func.sum(case((and_(pop, is_click), 1), else_=0))
-        cols += [
-            opened.label(f"ou_{name}"),
-            open_events.label(f"ot_{name}"),
-            clicked.label(f"cu_{name}"),
-            click_events.label(f"ct_{name}"),
-        ]
-    return cols
-
-
 def _engagement(row: Any) -> Engagement:
     def tally(prefix: str) -> Tally:
         return Tally(*(int(row[f"{prefix}_{name}"] or 0) for name, _ in POPULATIONS))
@@ -337,46 +304,82 @@ def _engagement(row: Any) -> Engagement:
     return Engagement(tally("ou"), tally("ot"), tally("cu"), tally("ct"))
 
 
-def engagement(conn: Connection, campaign_id: str, n_links: int) -> Engagement:
-    row = (
-        conn.execute(select(*_aggregates()).where(e.c.campaign_id == campaign_id, _real(n_links)))
-        .mappings()
-        .one()
-    )
-    return _engagement(row)
-
-
 def clicks_by_link(conn: Connection, campaign_id: str) -> dict[int | None, Engagement]:
     """Every click event by link index (the honeypot and unknown indexes included: the
-    split puts them apart)."""
+    split puts them apart): clicks grouped per link and message, then per link."""
+    per = _per_message(campaign_id, e.c.kind == "click", e.c.link_index)
     rows = conn.execute(
-        select(e.c.link_index.label("link_index"), *_aggregates())
-        .where(e.c.campaign_id == campaign_id, e.c.kind == "click")
-        .group_by(e.c.link_index)
+        select(per.c.key.label("link_index"), *_sums(per)).group_by(per.c.key)
     ).mappings()
     return {r["link_index"]: _engagement(r) for r in rows}
 
 
+def _per_message(campaign_id: str, where: ColumnElement[bool], key: Any = None) -> Any:
+    """The campaign's events matching `where` grouped per message (and `key`), in one
+    pass: for each verdict whether the message was opened (an open or a click) and
+    clicked, and how many open and click events it had."""
+    cols: list[Any] = []
+    is_open = e.c.kind == "open"
+    is_click = e.c.kind == "click"
+    for v in VERDICTS:
+        pop = e.c.verdict == v
+        cols += [
+            func.max(case((pop, 1), else_=0)).label(f"o_{v}"),
+            func.max(case((and_(pop, is_click), 1), else_=0)).label(f"c_{v}"),
+            func.sum(case((and_(pop, is_open), 1), else_=0)).label(f"ot_{v}"),
+            func.sum(case((and_(pop, is_click), 1), else_=0)).label(f"ct_{v}"),
+        ]
+    keys = [e.c.message_id.label("message_id")]
+    if key is not None:
+        keys.append(key.label("key"))
+    return (
+        select(*keys, *cols).where(e.c.campaign_id == campaign_id, where).group_by(*keys).subquery()
+    )
+
+
+def _sums(per: Any) -> list[Any]:
+    """Per-message rows summed into a group's Engagement columns (see _engagement):
+    messages opened and clicked (distinct, since each row is one message) and events,
+    for each population."""
+
+    def col(name: str) -> Any:
+        return func.coalesce(per.c[name], 0)
+
+    cols: list[Any] = []
+    for prefix in ("o", "c"):
+        for name, verdicts in POPULATIONS:
+            hit = or_(*(col(f"{prefix}_{v}") == 1 for v in verdicts or VERDICTS))
+            cols.append(func.sum(case((hit, 1), else_=0)).label(f"{prefix}u_{name}"))
+    for prefix in ("ot", "ct"):
+        for name, verdicts in POPULATIONS:
+            total = sum((col(f"{prefix}_{v}") for v in verdicts or VERDICTS), literal(0))
+            cols.append(func.sum(total).label(f"{prefix}_{name}"))
+    return cols
+
+
 def domain_inputs(conn: Connection, campaign_id: str, n_links: int) -> list[DomainInput]:
+    """Recipients, sent messages and engagement per recipient domain, in one statement:
+    events grouped per message, then messages grouped per domain. Every message is in
+    exactly one row (its domain, or none), so the rows add up to the campaign's totals,
+    distinct counts included."""
     dom = _domains(campaign_id)
-    counts = conn.execute(
-        select(dom.c.domain, func.count(), func.sum(case((o.c.state == "sent", 1), else_=0)))
-        .select_from(o.outerjoin(dom, dom.c.outbox_id == o.c.id))
+    ev = _per_message(campaign_id, _real(n_links))
+    rows = conn.execute(
+        select(
+            dom.c.domain.label("domain"),
+            func.count().label("recipients"),
+            func.sum(case((o.c.state == "sent", 1), else_=0)).label("sent"),
+            *_sums(ev),
+        )
+        .select_from(
+            o.outerjoin(dom, dom.c.outbox_id == o.c.id).outerjoin(ev, ev.c.message_id == o.c.id)
+        )
         .where(o.c.campaign_id == campaign_id)
         .group_by(dom.c.domain)
-    ).all()
-    events = {
-        r["domain"]: _engagement(r)
-        for r in conn.execute(
-            select(dom.c.domain.label("domain"), *_aggregates())
-            .select_from(e.outerjoin(dom, dom.c.outbox_id == e.c.message_id))
-            .where(e.c.campaign_id == campaign_id, _real(n_links))
-            .group_by(dom.c.domain)
-        ).mappings()
-    }
+    ).mappings()
     return [
-        DomainInput(domain, int(n), int(sent or 0), events.get(domain, NONE))
-        for domain, n, sent in counts
+        DomainInput(r["domain"], int(r["recipients"]), int(r["sent"] or 0), _engagement(r))
+        for r in rows
     ]
 
 
@@ -399,24 +402,14 @@ def recipient_flags(
     conn: Connection, campaign_id: str, n_links: int, undelivered: frozenset[str]
 ) -> Recipients:
     """Per recipient (outbox row): sent, bounced after sending, opened and clicked per
-    verdict; one grouped pass over the campaign's messages and their events."""
-    cols: list[Any] = []
-    for v in VERDICTS:
-        cols.append(func.max(case((e.c.verdict == v, 1), else_=0)).label(f"o_{v}"))
-        cols.append(
-            func.max(case((and_(e.c.verdict == v, e.c.kind == "click"), 1), else_=0)).label(
-                f"c_{v}"
-            )
-        )
+    verdict. The events are grouped per message first (one pass over the campaign's
+    events), then joined to the campaign's messages."""
+    per_message = _per_message(campaign_id, _real(n_links))
+    flags = [func.coalesce(per_message.c[f"{k}_{v}"], 0) for v in VERDICTS for k in ("o", "c")]
     rows = conn.execute(
-        select(o.c.id, o.c.contact_id, o.c.state, *cols)
-        .select_from(
-            o.outerjoin(
-                e, and_(e.c.message_id == o.c.id, e.c.campaign_id == campaign_id, _real(n_links))
-            )
-        )
+        select(o.c.id, o.c.contact_id, o.c.state, *flags)
+        .select_from(o.outerjoin(per_message, per_message.c.message_id == o.c.id))
         .where(o.c.campaign_id == campaign_id)
-        .group_by(o.c.id, o.c.contact_id, o.c.state)
         .order_by(o.c.contact_id)
     ).all()
     n = len(rows)

@@ -20,6 +20,7 @@ from carepost.clock import Clock, system_clock
 from carepost.crypto.keyring import KeyRing
 from carepost.reports import queries
 from carepost.reports.campaign import CampaignReport, build_report, summarize_bounces
+from carepost.reports.measures import NONE
 from carepost.reports.splits import (
     DEFAULT_MIN_DOMAIN_RECIPIENTS,
     ClauseSplit,
@@ -83,8 +84,9 @@ def campaign_report(
         later = queries.later_sends(conn, campaign, [x.contact_id for x in opt_outs])
         states = queries.outbox_states(conn, campaign.id)
         denied = queries.denied_reasons(conn, campaign.id)
-        engagement = queries.engagement(conn, campaign.id, n)
         domains = queries.domain_inputs(conn, campaign.id, n)
+        # Every message is in one domain row (or the row of none): the rows add up.
+        engagement = sum((d.engagement for d in domains), NONE)
         by_link = queries.clicks_by_link(conn, campaign.id)
         hours = queries.hourly(conn, campaign.id, n)
         freeze = queries.freeze_of(conn, found.membership_ref)
