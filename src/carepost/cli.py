@@ -47,6 +47,7 @@ from carepost.db import transaction
 from carepost.delivery import commands as delivery_commands
 from carepost.doctor.commands import doctor_app
 from carepost.journeys.commands import journey_app
+from carepost.reports.commands import report_app
 from carepost.segments import commands as segment_commands
 from carepost.staff import commands as staff_commands
 from carepost.tracking.commands import tracking_app
@@ -80,6 +81,7 @@ app.add_typer(tracking_app, name="tracking")
 app.add_typer(settings_app, name="settings")
 app.add_typer(journey_app, name="journey")
 app.add_typer(doctor_app, name="doctor")
+app.add_typer(report_app, name="report")
 app.command("worker")(delivery_commands.worker)
 app.add_typer(delivery_commands.outbox_app, name="outbox")
 app.add_typer(delivery_commands.message_app, name="message")
