@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from carepost.bounces.rates import NOT_A_PERSON
-from carepost.delivery.outcome import bounce_kind, enhanced_status
 from carepost.reports.measures import Engagement, rate
 from carepost.reports.splits import (
     ClauseSplit,
@@ -48,17 +47,6 @@ class BounceRow:
     domain: str | None
     source: str
     kind: str
-
-
-def live_kind(code: int | None, reply: str | None) -> str:
-    """A 5xx refusal by delivery.outcome's rule: 5.1.x (or, without an enhanced code,
-    550/551/553) hard, anything else soft. The stored reply starts with its 3-digit code,
-    which goes before the enhanced status is read."""
-    text = (reply or "").lstrip()
-    if text[:3].isdigit():
-        text = text[3:].lstrip(" -")
-    kind = bounce_kind(int(code or 550), enhanced_status(text))
-    return "hard" if kind == "hard" else "soft"
 
 
 def report_kind(category: str, feedback_type: str | None) -> str | None:

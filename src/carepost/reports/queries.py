@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 
 from carepost.bounces.models import BounceEvent
+from carepost.bounces.rates import live_kind
 from carepost.campaigns.models import Campaign
 from carepost.consent.models import Consent, GateDecision, GateRun, Suppression
 from carepost.consent.service import LOOKUP_KIND
@@ -41,7 +42,6 @@ from carepost.reports.campaign import (
     CampaignInfo,
     LaterSend,
     OptOut,
-    live_kind,
     report_kind,
 )
 from carepost.reports.measures import Engagement, Tally

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from carepost.bounces.rates import live_kind
 from carepost.reports.campaign import (
     UNSUBSCRIBE_ALL,
     BounceRow,
@@ -17,7 +18,6 @@ from carepost.reports.campaign import (
     attribute_unsubscribes,
     delivery_of,
     denial_reasons,
-    live_kind,
     report_kind,
     summarize_bounces,
 )
