@@ -27,11 +27,14 @@ class CarepostCli:
             "CAREPOST_ACTOR": "cli:test-user",
         }
 
-    def __call__(self, *args: str, check: bool = True, timeout: float = 300) -> Run:
+    def __call__(
+        self, *args: str, check: bool = True, timeout: float = 300, stdin: str | None = None
+    ) -> Run:
         proc = subprocess.run(
             [sys.executable, "-m", "carepost.cli", *args],
             env=self.env,
             cwd=self.cwd,
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -46,7 +46,10 @@ from carepost.crypto.keyring import KeyFileError, replace_key_file
 from carepost.db import transaction
 from carepost.delivery import commands as delivery_commands
 from carepost.doctor.commands import doctor_app
+from carepost.journeys.commands import journey_app
+from carepost.reports.commands import report_app
 from carepost.segments import commands as segment_commands
+from carepost.staff import commands as staff_commands
 from carepost.tracking.commands import tracking_app
 from carepost.web import commands as web_commands
 from carepost.workspace import init_workspace, open_workspace
@@ -76,7 +79,9 @@ app.add_typer(campaign_app, name="campaign")
 app.add_typer(bounce_app, name="bounce")
 app.add_typer(tracking_app, name="tracking")
 app.add_typer(settings_app, name="settings")
+app.add_typer(journey_app, name="journey")
 app.add_typer(doctor_app, name="doctor")
+app.add_typer(report_app, name="report")
 app.command("worker")(delivery_commands.worker)
 app.add_typer(delivery_commands.outbox_app, name="outbox")
 app.add_typer(delivery_commands.message_app, name="message")
@@ -86,6 +91,10 @@ app.add_typer(consent_commands.suppress_app, name="suppress")
 app.command("serve")(web_commands.serve)
 app.add_typer(segment_commands.segment_app, name="segment")
 app.command("demo-data")(segment_commands.demo_data)
+app.add_typer(staff_commands.user_app, name="user")
+app.add_typer(staff_commands.apikey_app, name="apikey")
+app.add_typer(staff_commands.role_app, name="role")
+app.add_typer(staff_commands.breakglass_app, name="breakglass")
 
 
 @app.callback()
@@ -107,6 +116,9 @@ def init(data_dir: DataDir = None) -> None:
     out.print(
         f"  key file  {s.resolved_key_file} (mode 600; back it up: without it the "
         "data cannot be read)"
+    )
+    out.print(
+        "  next      create the first owner: carepost user add EMAIL --name NAME --role owner"
     )
     ws.close()
 

@@ -122,6 +122,12 @@ class Settings(BaseSettings):
     # Benchmarks only: also serve /t/bare/<anything>, the pixel with no token check and no
     # write, to compare the full endpoint with on the same server. Off in production.
     tracking_benchmark_bare_route: bool = False
+    # Staff sessions (staff/sessions.py): signed out after this long without a request,
+    # and after this long whatever happens (HIPAA automatic logoff, 164.312(a)(2)(iii)).
+    staff_session_idle_minutes: float = Field(default=15.0, gt=0, le=24 * 60)
+    staff_session_absolute_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    # Break-glass grants (staff/breakglass.py): their length, and the most one may ask for.
+    staff_break_glass_minutes: int = Field(default=60, ge=1, le=24 * 60)
 
     @property
     def resolved_database_url(self) -> str:

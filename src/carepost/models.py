@@ -11,6 +11,7 @@ from carepost.db import Base
 from carepost.delivery import models as _delivery_models  # noqa: F401
 from carepost.portal import models as _portal_models  # noqa: F401
 from carepost.segments import models as _segment_models  # noqa: F401
+from carepost.staff import models as _staff_models  # noqa: F401
 from carepost.tracking import models as _tracking_models  # noqa: F401
 
 metadata = Base.metadata

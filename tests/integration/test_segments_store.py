@@ -178,7 +178,11 @@ def test_saved_segments_versions_cycles_and_frozen_membership(
             service.save_segment(session, "x", 'in_segment("nope")', actor=actor)
         with pytest.raises(SegmentCycle):
             service.save_segment(session, "self", 'in_segment("self")', actor=actor)
+        with pytest.raises(RuleError, match="belong in a journey's branch"):
+            service.save_segment(session, "j", 'opened(step="welcome")', actor=actor)
     snap = build_snapshot(workspace.engine, workspace.keyring, actor=actor)
+    with pytest.raises(RuleError, match="evaluated only in a journey's branch"):
+        evaluator.count(parse('clicked(step="offer", link=1)'), snap, AT)
     with transaction(workspace.engine) as session:
         seg = service.get_segment(session, "older_hyper")
         freeze = service.freeze_membership(

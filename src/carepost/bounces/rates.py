@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
+from carepost.delivery.outcome import bounce_kind, enhanced_status
+
 COMPLAINT_LIMIT = 0.003
 # RFC 5965 / RFC 6591 feedback types that report the mail stream (DMARC, fraud, malware),
 # not a person's wish: recorded, never counted as a complaint or acted on as one.
@@ -79,3 +81,14 @@ def crossing(alert_open: bool, over: bool) -> Literal["raise", "clear"] | None:
     if alert_open and not over:
         return "clear"
     return None
+
+
+def live_kind(code: int | None, reply: str | None) -> str:
+    """A 5xx refusal by delivery.outcome's rule: 5.1.x (or, without an enhanced code,
+    550/551/553) hard, anything else soft. The stored reply starts with its 3-digit code,
+    which goes before the enhanced status is read."""
+    text = (reply or "").lstrip()
+    if text[:3].isdigit():
+        text = text[3:].lstrip(" -")
+    kind = bounce_kind(int(code or 550), enhanced_status(text))
+    return "hard" if kind == "hard" else "soft"

@@ -16,11 +16,17 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from carepost.bounces.models import BounceEvent, ComplaintAlert
-from carepost.bounces.rates import NOT_A_PERSON, Counts, RatePolicy, crossing, over_limit
+from carepost.bounces.rates import (
+    NOT_A_PERSON,
+    Counts,
+    RatePolicy,
+    crossing,
+    live_kind,
+    over_limit,
+)
 from carepost.campaigns.models import Campaign, SenderProfile
 from carepost.contacts.store import new_id
 from carepost.delivery.models import DeliveryAlert, DeliveryAttempt, OutboxMessage
-from carepost.delivery.outcome import bounce_kind, enhanced_status
 
 ALERT_KIND = "complaint_rate"
 
@@ -70,8 +76,7 @@ def _counts(
     rejected: set[str] = set()
     for outbox_id, code, reply in live:
         rejected.add(outbox_id)
-        kind = bounce_kind(int(code or 550), enhanced_status(reply or ""))
-        (hard if kind == "hard" else soft).add(outbox_id)
+        (hard if live_kind(code, reply) == "hard" else soft).add(outbox_id)
     complaints: set[str] = set()
     events = session.execute(
         select(BounceEvent.outbox_id, BounceEvent.category, BounceEvent.feedback_type).where(

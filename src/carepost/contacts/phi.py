@@ -1,5 +1,11 @@
 """The one door to decrypted PHI. Every read writes an audit entry (who, what, when,
-where, why) in the caller's transaction, so an unaudited read cannot commit."""
+where, why) in the caller's transaction, so an unaudited read cannot commit.
+
+A read on behalf of a staff principal (a signed-in user or an API key) passes the
+principal: it is refused unless the principal may read those contacts' PHI
+(staff/access.py: `phi:read`, a live break-glass grant, or `phi:read_recipients` for
+the contacts it sent to), and the audit entry records what the read rested on. Callers
+without a principal are the system itself (the command line on the server, workers)."""
 
 from __future__ import annotations
 
@@ -21,6 +27,8 @@ from carepost.contacts.models import ClinicalFact, Contact, ContactEncryptionKey
 from carepost.contacts.store import open_contact, open_contact_with, open_fact
 from carepost.crypto.envelope import open_sealed, unwrap_dek
 from carepost.crypto.keyring import KeyRing
+from carepost.staff.access import phi_basis
+from carepost.staff.principal import Principal
 
 
 class ContactNotFound(LookupError):
@@ -62,10 +70,12 @@ def read_contact(
     *,
     actor: Actor,
     purpose: str,
+    principal: Principal | None = None,
     clock: Clock = system_clock,
 ) -> ContactView:
     if not purpose.strip():
         raise PurposeRequired("a purpose is required to read PHI (45 CFR 164.502(b))")
+    basis = _basis(session, principal, actor, [contact_id], clock)
     contact = session.get(Contact, contact_id)
     if contact is None:
         raise ContactNotFound(f"no contact with id {contact_id}")
@@ -80,6 +90,7 @@ def read_contact(
         action="contacts.phi_read",
         subjects=[contact_id],
         purpose=purpose.strip(),
+        details=basis,
         clock=clock,
     )
     wrapped = bytes(key.wrapped_dek)
@@ -104,6 +115,21 @@ def read_contact(
         record,
         facts,
     )
+
+
+def _basis(
+    session: Session,
+    principal: Principal | None,
+    actor: Actor,
+    contact_ids: Sequence[str],
+    clock: Clock,
+) -> dict[str, object]:
+    """The principal's right to read (raises PermissionDenied), for the audit details."""
+    if principal is None:
+        return {}
+    if principal.actor != actor:
+        raise ValueError("the actor must be the principal's actor")
+    return phi_basis(session, principal, contact_ids, clock())
 
 
 # --- bulk access -----------------------------------------------------------------------
@@ -183,6 +209,7 @@ def read_contacts(
     purpose: str,
     action: str = "contacts.phi_read",
     details: Mapping[str, object] | None = None,
+    principal: Principal | None = None,
     clock: Clock = system_clock,
 ) -> list[ContactView]:
     """Several contacts' records (without facts) with ONE audit entry naming them all,
@@ -190,6 +217,9 @@ def read_contacts(
     if not purpose.strip():
         raise PurposeRequired("a purpose is required to read PHI (45 CFR 164.502(b))")
     ids = list(dict.fromkeys(contact_ids))
+    basis = _basis(session, principal, actor, ids, clock)
+    if basis:
+        details = {**(details or {}), **basis}
     audit.append(
         session,
         actor=actor,

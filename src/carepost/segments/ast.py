@@ -265,12 +265,18 @@ class Count:
 @dataclass(frozen=True)
 class Engaged:
     """An engagement event of `kind` (named `name` for forms and API events) within the
-    window. Opens and clicks count human events only unless humans_only is False."""
+    window. Opens and clicks count human events only unless humans_only is False.
+
+    `step` (and, for clicks, `link`) narrow opens and clicks to the message a journey's
+    send step sent in the current enrolment: they mean something only inside a journey's
+    branch rule, so a saved segment refuses them (`journey_predicates`)."""
 
     kind: str
     name: str | None = None
     within: int | None = None
     humans_only: bool = True
+    step: str | None = None
+    link: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ENGAGEMENT_KINDS:
@@ -283,7 +289,20 @@ class Engaged:
             raise RuleError("humans_only applies to opened() and clicked()")
         if self.name == "":
             raise RuleError("a name cannot be empty")
+        if self.step is not None:
+            if self.kind not in ("opened", "clicked"):
+                raise RuleError("step= applies to opened() and clicked()")
+            if not STEP_ID.match(self.step):
+                raise RuleError(f"step id {self.step!r} is not a step id (letters, digits, _ -)")
+        if self.link is not None:
+            if self.kind != "clicked" or self.step is None:
+                raise RuleError("link= applies to clicked(step=...)")
+            if not 0 <= self.link <= 9999:
+                raise RuleError("link is a link index from 0 to 9999")
         _check_window(self.within)
+
+
+STEP_ID = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
 
 
 @dataclass(frozen=True)
@@ -319,6 +338,11 @@ def walk(node: Node) -> list[Node]:
     elif isinstance(node, Not):
         out.extend(walk(node.item))
     return out
+
+
+def journey_predicates(node: Node) -> list[Engaged]:
+    """opened(step=...) and clicked(step=...): only a journey's branch can evaluate them."""
+    return [n for n in walk(node) if isinstance(n, Engaged) and n.step is not None]
 
 
 def segment_refs(node: Node) -> set[str]:
@@ -369,12 +393,18 @@ def to_json(node: Node) -> dict[str, Any]:
             "within_days": node.within,
         }
     if isinstance(node, Engaged):
-        return {
+        doc: dict[str, Any] = {
             "op": node.kind,
             "name": node.name,
             "within_days": node.within,
             "humans_only": node.humans_only,
         }
+        # Only when set: saved segments' JSON (and its digests) stay as they were.
+        if node.step is not None:
+            doc["step"] = node.step
+        if node.link is not None:
+            doc["link"] = node.link
+        return doc
     return {"op": "in_segment", "name": node.name}
 
 
@@ -434,7 +464,17 @@ def from_json(obj: object, depth: int = 0) -> Node:
         humans = obj.get("humans_only", True)
         if not isinstance(humans, bool):
             raise RuleError("JSON rule: 'humans_only' is true or false")
-        return Engaged(op, _get(obj, "name", str, optional=True), within, humans)
+        link = obj.get("link")
+        if link is not None and (isinstance(link, bool) or not isinstance(link, int)):
+            raise RuleError("JSON rule: 'link' is a whole number")
+        return Engaged(
+            op,
+            _get(obj, "name", str, optional=True),
+            within,
+            humans,
+            _get(obj, "step", str, optional=True),
+            link,
+        )
     if op == "in_segment":
         return InSegment(_get(obj, "name", str))
     raise RuleError(f"JSON rule: unknown op {op!r}")

@@ -375,6 +375,8 @@ def _eval(node: A.Node, ctx: Context) -> B:
         counts = np.bincount(table.row[sel], minlength=n).astype(np.float64)
         return _numbers_mask(counts, node.op, node.value)
     if isinstance(node, A.Engaged):
+        if node.step is not None:
+            raise RuleError(f"{node.kind}(step=...) is evaluated only in a journey's branch")
         ev = snap.events
         sel = (ev.kind == EVENT_KINDS.index(ENGAGEMENT_EVENT[node.kind])) & _window(
             ev.t, ctx.t, node.within

@@ -55,8 +55,8 @@ _KEYWORD_ARGS = {
     "lab": ("code", ()),
     "visits": (None, ("within",)),
     "no_shows": (None, ("within",)),
-    "opened": (None, ("within", "humans_only")),
-    "clicked": (None, ("within", "humans_only")),
+    "opened": (None, ("within", "humans_only", "step")),
+    "clicked": (None, ("within", "humans_only", "step", "link")),
     "form_submitted": ("name?", ("within",)),
     "event_received": ("name", ("within",)),
     "in_segment": ("name", ()),
@@ -385,7 +385,14 @@ class _Parser:
         if name == "in_segment":
             return self.build(name_tok, A.InSegment, positional)  # type: ignore[no-any-return]
         return self.build(  # type: ignore[no-any-return]
-            name_tok, A.Engaged, name, positional, within, kwargs.get("humans_only", True)
+            name_tok,
+            A.Engaged,
+            name,
+            positional,
+            within,
+            kwargs.get("humans_only", True),
+            kwargs.get("step"),
+            kwargs.get("link"),
         )
 
     def parse_kwarg(self, key: str) -> Any:
@@ -393,6 +400,16 @@ class _Parser:
         if key == "within":
             if tok.kind != "duration":
                 raise self.error(f"unexpected {_describe(tok)}", None, "a window like 30d or 4w")
+            self.advance()
+            return tok.value
+        if key == "step":
+            if tok.kind != "string":
+                raise self.error(f"unexpected {_describe(tok)}", None, 'a step id like "welcome"')
+            self.advance()
+            return tok.value
+        if key == "link":
+            if tok.kind != "number" or not isinstance(tok.value, int):
+                raise self.error(f"unexpected {_describe(tok)}", None, "a link index like 2")
             self.advance()
             return tok.value
         if tok.kind == "keyword" and tok.text in ("true", "false"):

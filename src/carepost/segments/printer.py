@@ -71,5 +71,7 @@ def print_rule(node: A.Node) -> str:
             literal(node.name) if node.name is not None else "",
             _within(node.within),
             "" if node.humans_only else "humans_only=false",
+            f"step={literal(node.step)}" if node.step is not None else "",
+            f"link={node.link}" if node.link is not None else "",
         )
     return _call("in_segment", literal(node.name))

@@ -175,6 +175,8 @@ def save_segment(
     changed); saving the same rule again changes nothing. Cycles are rejected."""
     name = _check_name(name)
     node = parse(rule) if isinstance(rule, str) else rule
+    if A.journey_predicates(node):
+        raise A.RuleError("opened(step=...) and clicked(step=...) belong in a journey's branch")
     check_references(session, name, node)
     text = print_rule(node)
     rule_json = orjson.dumps(A.to_json(node), option=orjson.OPT_SORT_KEYS).decode()

@@ -675,17 +675,21 @@ def _decrypt_ids(
     return part, set(part.ids)
 
 
-def _event_batches(
-    engine: Engine, after: int, batch: int = 200_000
-) -> Iterator[list[tuple[int, str, str, str | None, str, int]]]:
+def _event_sql(engine: Engine, where: str) -> str:
     if engine.dialect.name == "postgresql":
         t_expr = "CAST(FLOOR(EXTRACT(EPOCH FROM at)) AS BIGINT)"
     else:
         t_expr = "CAST(strftime('%s', at) AS INTEGER)"
-    sql = (
+    return (
         f"SELECT id, contact_id, kind, name, verdict, {t_expr} FROM engagement_events "  # noqa: S608
-        "WHERE id > ? ORDER BY id"
+        f"WHERE {where} ORDER BY id"
     )
+
+
+def _event_batches(
+    engine: Engine, after: int, batch: int = 200_000
+) -> Iterator[list[tuple[int, str, str, str | None, str, int]]]:
+    sql = _event_sql(engine, "id > ?")
     with read_only(engine) as conn:
         rows: list[tuple[int, str, str, str | None, str, int]] = []
         for row in _stream(conn, sql, [after], "seg_e", batch=20_000):
@@ -777,4 +781,48 @@ def build_snapshot(
         "events": round(done - merged, 2),
         "worker_cpu": worker_cpu,
     }
+    return snap
+
+
+def build_snapshot_of(
+    engine: Engine,
+    ring: KeyRing,
+    contact_ids: Sequence[str],
+    *,
+    actor: Actor,
+    purpose: str,
+    action: str = "segments.snapshot_built",
+    details: dict[str, object] | None = None,
+    with_events: bool = True,
+    clock: Clock = system_clock,
+) -> Snapshot:
+    """A one-off snapshot of only these contacts (a campaign's recipients, for its
+    report), after ONE audit entry naming them all: the minimum necessary instead of the
+    whole store. The evaluator decides each row from that row's own data, so a contact
+    gets the same answer here as in the full snapshot. Not meant to be refreshed."""
+    ids = sorted(set(contact_ids))
+    with transaction(engine) as session:
+        access = phi.record_bulk_access(
+            session,
+            actor=actor,
+            action=action,
+            purpose=purpose,
+            subjects=ids,
+            details={**(details or {}), "contacts": len(ids)},
+            clock=clock,
+        )
+    started = time.perf_counter()
+    snap = Snapshot()
+    part, _found = _decrypt_ids(engine, ring, access, ids)
+    snap.merge(part)
+    if with_events and ids:
+        rows: list[tuple[int, str, str, str | None, str, int]] = []
+        with read_only(engine) as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                sql = _event_sql(engine, f"contact_id IN ({', '.join(['?'] * len(chunk))})")
+                rows += [tuple(r) for r in _stream(conn, sql, chunk, "seg_eo")]
+        snap.add_events(rows)
+        snap.pending_events = []
+    snap.build_seconds = time.perf_counter() - started
     return snap

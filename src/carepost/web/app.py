@@ -15,7 +15,7 @@ from carepost.clock import Clock, system_clock
 from carepost.db import read_only
 from carepost.portal.limits import PortalLimits
 from carepost.tracking.server import create_tracking_app
-from carepost.web.pages import portal, unsubscribe
+from carepost.web.pages import login, portal, unsubscribe
 from carepost.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -91,5 +91,6 @@ def create_app(
 
     app.include_router(unsubscribe.router)
     app.include_router(portal.router)
+    app.include_router(login.router)
     app.mount("/t", tracking)
     return app

@@ -201,3 +201,32 @@ def test_json_errors_are_rule_errors() -> None:
     ]:
         with pytest.raises(RuleError):
             A.from_json(bad)
+
+
+def test_journey_predicates_parse_print_and_round_trip_through_json() -> None:
+    node = parse('opened(step="welcome") and not clicked(step="offer", link=2, within=7d)')
+    engaged = A.journey_predicates(node)
+    assert [(e.kind, e.step, e.link, e.within) for e in engaged] == [
+        ("opened", "welcome", None, None),
+        ("clicked", "offer", 2, 7),
+    ]
+    assert parse(print_rule(node)) == node
+    assert A.from_json(orjson.loads(orjson.dumps(A.to_json(node)))) == node
+    # Rules without them keep their JSON form (saved segments' digests do not move).
+    assert "step" not in A.to_json(parse("opened(within=30d)"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('form_submitted("x", step="a")', "takes no argument 'step'"),
+        ("opened(step=welcome)", "a step id like"),
+        ("clicked(link=2)", "link= applies to clicked(step=...)"),
+        ('clicked(step="a", link="2")', "a link index like 2"),
+        ('opened(step="9lives")', "is not a step id"),
+        ('opened(step="a", link=1)', "takes no argument 'link'"),
+    ],
+)
+def test_journey_predicate_mistakes_are_named(text: str, message: str) -> None:
+    with pytest.raises(RuleError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse(text)
