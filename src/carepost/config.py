@@ -15,6 +15,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from carepost.tracking.classifier import (
+    DEFAULT_APPLE_NETWORKS,
+    DEFAULT_GOOGLE_PROXY_NETWORKS,
+    DEFAULT_SCANNER_NETWORKS,
+)
+
 SETTINGS_FILE_NAME = "carepost.toml"
 DEFAULT_DATA_DIR = "carepost-data"
 
@@ -101,6 +107,21 @@ class Settings(BaseSettings):
     # messages, from templates without PHI fields, may travel with opportunistic TLS.
     # Empty, the default: every message requires verified TLS (delivery.route).
     phi_free_classes: str = ""
+    # Tracking endpoints (/t/o/ and /t/c/ under `carepost serve`, or alone with
+    # `carepost tracking serve`). What the classifier knows of networks: comma-separated
+    # CIDR blocks (checked when the server starts). Replace the defaults with the ranges
+    # Apple, Google and your mail security vendors publish now.
+    tracking_apple_networks: str = ",".join(DEFAULT_APPLE_NETWORKS)
+    tracking_google_proxy_networks: str = ",".join(DEFAULT_GOOGLE_PROXY_NETWORKS)
+    tracking_scanner_networks: str = ",".join(DEFAULT_SCANNER_NETWORKS)
+    # Group commit: a batch of events is written once it holds this many, or once its
+    # first event has waited this many milliseconds, whichever comes first. A request is
+    # answered only after its batch committed.
+    tracking_batch_size: int = Field(default=500, ge=1, le=10_000)
+    tracking_batch_wait_ms: float = Field(default=2.0, ge=0, le=1000)
+    # Benchmarks only: also serve /t/bare/<anything>, the pixel with no token check and no
+    # write, to compare the full endpoint with on the same server. Off in production.
+    tracking_benchmark_bare_route: bool = False
     # Staff sessions (staff/sessions.py): signed out after this long without a request,
     # and after this long whatever happens (HIPAA automatic logoff, 164.312(a)(2)(iii)).
     staff_session_idle_minutes: float = Field(default=15.0, gt=0, le=24 * 60)

@@ -74,6 +74,9 @@ _ALLOWED_NODES = (
     nodes.List,
     nodes.Tuple,
 )
+# Click tokens number links with up to four digits, and the honeypot takes the index
+# after the last link.
+MAX_LINKS = 9998
 _HREF = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
 _URL_FIELD_ONLY = re.compile(r"^\{\{\s*([a-z_]+)\s*\}\}$")
 _NEWLINE = re.compile(r"\r\n|\r|\n")  # what Jinja reads as a line end
@@ -232,8 +235,10 @@ def check(spec: TemplateSpec) -> list[TemplateProblem]:
                         "end-to-end encryption",
                     )
                 )
+    tracked = 0
     for match in _HREF.finditer(spec.html):
         url = match.group(3).strip()
+        tracked += url.lower().startswith(("http://", "https://"))
         if "{{" in url or "{%" in url:
             only = _URL_FIELD_ONLY.match(url)
             if only is None or only.group(1) not in f.URL_FIELDS:
@@ -246,6 +251,10 @@ def check(spec: TemplateSpec) -> list[TemplateProblem]:
                         + ", ".join(sorted(f.URL_FIELDS)),
                     )
                 )
+    if tracked > MAX_LINKS:
+        problems.append(
+            TemplateProblem("html", None, None, f"more than {MAX_LINKS} links in one message")
+        )
     if spec.message_class in MARKETING_CLASSES:
         for part in ("html", "text") if spec.text is not None else ("html",):
             used = used_by_part[part]
@@ -278,7 +287,8 @@ class Rendered:
 @dataclass(frozen=True)
 class CompiledTemplate:
     """A checked template made ready for one campaign: CSS inlined, tracked links replaced
-    by markers that no rendered value can contain, the text part made if absent."""
+    by markers that no rendered value can contain, the text part made if absent, and
+    places for the open pixel and the honeypot link (HTML only)."""
 
     spec: TemplateSpec
     links: tuple[str, ...]  # destination URL of link index i
@@ -292,12 +302,18 @@ class CompiledTemplate:
     fixed_subject: str | None = None  # the subject, when it has no template syntax
 
     def render(
-        self, context: Mapping[str, Any], link_urls: Sequence[str], open_url: str | None
+        self,
+        context: Mapping[str, Any],
+        link_urls: Sequence[str],
+        open_url: str | None,
+        honeypot_url: str | None = None,
     ) -> Rendered:
         """`link_urls[i]` replaces link i (the signed click URL); `open_url` is the
-        pixel's source, or None for no pixel."""
+        pixel's source, or None for no pixel; `honeypot_url` the hidden link's, or None
+        for none (untracked messages have neither)."""
         swaps = {str(i): url for i, url in enumerate(link_urls)}
         swaps["o"] = _PIXEL.format(src=html_lib.escape(open_url)) if open_url else ""
+        swaps["h"] = _HONEYPOT.format(href=html_lib.escape(honeypot_url)) if honeypot_url else ""
         ctx = dict(context)
         subject = self.fixed_subject
         if subject is None:
@@ -315,12 +331,17 @@ class CompiledTemplate:
 
 
 _PIXEL = '<img src="{src}" width="1" height="1" alt="" style="display:block;border:0">'
+# The honeypot: a link no person sees or reaches (no text, not displayed, hidden from
+# screen readers, out of the tab order) but that link scanners follow like any other. A
+# click on it is a machine's (tracking.classifier, reason "honeypot").
+_HONEYPOT = '<a href="{href}" style="display:none" aria-hidden="true" tabindex="-1"></a>'
+_BODY_OPEN = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
 
 
 def compile_template(spec: TemplateSpec) -> CompiledTemplate:
     validate(spec)
     nonce = secrets.token_hex(8)
-    marker = re.compile(rf"cpmark{nonce}([0-9]+|o)x")
+    marker = re.compile(rf"cpmark{nonce}([0-9]+|o|h)x")
     inlined = css_inline.inline(spec.html)
     links: list[str] = []
 
@@ -337,6 +358,11 @@ def compile_template(spec: TemplateSpec) -> CompiledTemplate:
     pixel = f"cpmark{nonce}ox"
     at = html_source.lower().rfind("</body>")
     html_source = html_source[:at] + pixel + html_source[at:] if at >= 0 else html_source + pixel
+    # The honeypot goes first in the body, HTML only (the text part is already made, so
+    # it never carries it): scanners that follow only the first links still meet it.
+    body = _BODY_OPEN.search(html_source)
+    at = body.end() if body else 0
+    html_source = f"{html_source[:at]}cpmark{nonce}hx{html_source[at:]}"
     subject = TEXT_ENV.from_string(spec.subject)
     return CompiledTemplate(
         spec,

@@ -19,8 +19,8 @@ from typing import Literal
 from carepost.crypto.keyring import KeyRing
 
 PURPOSE = "tracking-token"
-_MESSAGE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-_TOKEN = re.compile(r"^([A-Za-z0-9_-]{8,64})\.([oc])([0-9]{1,4})\.([A-Za-z0-9_-]{22})$")
+_MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+_TOKEN = re.compile(r"([A-Za-z0-9_-]{8,64})\.([oc])([0-9]{1,4})\.([A-Za-z0-9_-]{22})")
 
 Kind = Literal["open", "click"]
 
@@ -53,7 +53,7 @@ class TokenSigner:
         """A message's click tokens (link indexes 0 to `links` - 1) and its open token:
         what `click_token` and `open_token` make one at a time, with the id checked once
         and one HMAC prefix and one base64 pass shared by all of them."""
-        if not _MESSAGE_ID.match(message_id):
+        if not _MESSAGE_ID.fullmatch(message_id):
             raise ValueError("message ids in tokens are 8-64 URL-safe characters")
         if not 0 <= links <= 10000:
             raise ValueError("link index out of range")
@@ -71,14 +71,15 @@ class TokenSigner:
         return tokens[:-1], tokens[-1]
 
     def _make(self, message_id: str, kind: str, index: int) -> str:
-        if not _MESSAGE_ID.match(message_id):
+        if not _MESSAGE_ID.fullmatch(message_id):
             raise ValueError("message ids in tokens are 8-64 URL-safe characters")
         body = f"{message_id}.{kind}{index}"
         return f"{body}.{self._mac(body)}"
 
     def verify(self, token: str) -> TrackingRef | None:
         """The reference, or None for anything forged, altered or malformed."""
-        match = _TOKEN.match(token)
+        # fullmatch: "$" would also match before a trailing newline (a path's "%0A").
+        match = _TOKEN.fullmatch(token)
         if match is None:
             return None
         message_id, kind, index, mac = match.groups()

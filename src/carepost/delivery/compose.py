@@ -136,13 +136,16 @@ def compose(
         portal_url=kit.public_url,
     )
     if kit.track:
-        clicks, opened = tokens.message_tokens(outbox_id, len(kit.template.links))
+        # One click token more than the template has links: index len(links) is the
+        # honeypot's (tracking/ingest.py reads it so).
+        clicks, opened = tokens.message_tokens(outbox_id, len(kit.template.links) + 1)
         click_base = f"{kit.public_url}/t/c/"
         links = [click_base + token for token in clicks]
+        honeypot: str | None = links.pop()
         pixel: str | None = f"{kit.public_url}/t/o/{opened}"
     else:
-        links, pixel = list(kit.template.links), None
-    rendered = kit.template.render(context, links, pixel)
+        links, pixel, honeypot = list(kit.template.links), None, None
+    rendered = kit.template.render(context, links, pixel, honeypot)
     message_id = f"<{outbox_id}@{kit.message_id_domain}>"
     to_line = mime.header_line("To", rcpt)
     id_line = mime.header_line("Message-ID", message_id)

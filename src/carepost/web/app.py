@@ -3,7 +3,8 @@ referrer so tokens in paths never leak onward, no caching, a strict CSP, no fram
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request, Response
@@ -13,6 +14,7 @@ from sqlalchemy import text
 from carepost.clock import Clock, system_clock
 from carepost.db import read_only
 from carepost.portal.limits import PortalLimits
+from carepost.tracking.server import create_tracking_app
 from carepost.web.pages import login, portal, unsubscribe
 from carepost.workspace import Workspace
 
@@ -40,13 +42,23 @@ def create_app(
     portal_limits: PortalLimits | None = None,
 ) -> FastAPI:
     """`portal_transport` makes the transport a portal code mail goes through (default:
-    the workspace's configured one); `portal_limits` the portal's rate limits."""
+    the workspace's configured one); `portal_limits` the portal's rate limits. The
+    tracking endpoints (tracking/endpoints.py) are mounted at /t."""
+    tracking = create_tracking_app(workspace, clock=clock)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await tracking.close()  # writes what was submitted (a mounted app has no lifespan)
+
     app = FastAPI(
         title="carepost",
         docs_url=None,
         redoc_url=None,
         openapi_url=None,  # the public part has no API to describe
+        lifespan=lifespan,
     )
+    app.state.tracking = tracking
     app.state.workspace = workspace
     app.state.clock = clock
     app.state.portal_limits = portal_limits or PortalLimits()
@@ -80,4 +92,5 @@ def create_app(
     app.include_router(unsubscribe.router)
     app.include_router(portal.router)
     app.include_router(login.router)
+    app.mount("/t", tracking)
     return app

@@ -26,8 +26,9 @@ def serve(
     ] = True,
     data_dir: DataDir = None,
 ) -> None:
-    """Serve the public pages (unsubscribe with RFC 8058 one-click, preferences, /healthz)
-    and, on the embedded default, one delivery worker and the capture mail server."""
+    """Serve the public pages (unsubscribe with RFC 8058 one-click, preferences, portal,
+    the tracking pixel and click redirect, /healthz) and, on the embedded default, one
+    delivery worker and the capture mail server."""
     import uvicorn
 
     from carepost.web.app import create_app
@@ -35,6 +36,12 @@ def serve(
     if (ssl_certfile is None) != (ssl_keyfile is None):
         fail("give both --ssl-certfile and --ssl-keyfile, or neither", 2)
     with workspace(data_dir) as ws:
+        from carepost.tracking.server import knowledge_from
+
+        try:
+            knowledge_from(ws.settings)
+        except ValueError as exc:
+            fail(str(exc))
         if ws.settings.dev_insecure:
             err.print(
                 "[bold yellow]DEV_INSECURE is set: plain-http links allowed. "
@@ -81,8 +88,11 @@ def server_config(
     ssl_certfile: Path | None = None,
     ssl_keyfile: Path | None = None,
     log_level: str = "info",
+    *,
+    workers: int = 1,
 ) -> Any:
-    """The uvicorn configuration `carepost serve` runs (tests start the same one)."""
+    """The uvicorn configuration `carepost serve` and `carepost tracking serve` run (tests
+    start the same one). With `workers` > 1, `app` is the import string of a factory."""
     import uvicorn
 
     return uvicorn.Config(
@@ -94,4 +104,10 @@ def server_config(
         access_log=False,  # paths carry tokens; they stay out of logs
         server_header=False,
         log_level=log_level,
+        workers=workers,
+        factory=workers > 1,
+        http="httptools",
+        # Not uvloop even when installed: the SMTP client (portal code mails from the web
+        # process) is written against asyncio's transports.
+        loop="asyncio",
     )

@@ -278,3 +278,32 @@ def test_a_subject_without_fields_is_made_once() -> None:
     assert merged.fixed_subject is None
     out = merged.render({**context, "organization_name": "Clinic  One"}, [], None)
     assert out.subject == "News from Clinic One"
+
+
+def test_honeypot_is_hidden_first_in_the_body_and_only_in_html() -> None:
+    compiled = compile_template(
+        spec(
+            html='<html><body class="x"><a href="https://a.example">a</a>{{ first_name }}'
+            + FOOTER
+            + "</body>"
+        )
+    )
+    context = {"first_name": "A", "unsubscribe_url": "u", "sender_postal_address": "p"}
+    out = compiled.render(context, ["https://t.example/c/0"], None, "https://t.example/c/1")
+    hidden = (
+        '<a href="https://t.example/c/1" style="display:none" aria-hidden="true" tabindex="-1"></a>'
+    )
+    assert out.html.startswith('<html><head></head><body class="x">' + hidden)
+    assert out.html.count("https://t.example/c/1") == 1
+    assert "t.example/c/1" not in out.text
+    assert "t.example/c/0" in out.text
+    assert compiled.links == ("https://a.example",)  # not a link of the template
+    assert "display:none" not in compiled.render(context, ["https://t.example/c/0"], None).html
+
+
+def test_too_many_links_are_refused_at_save_time() -> None:
+    links = "".join(f'<a href="https://a.example/{i}">x</a>' for i in range(9999))
+    hi = "<p>Hi {{ first_name }}</p>"
+    assert problems(html=hi + links + FOOTER) == [("html", None, None)]
+    allowed = links[: links.index('<a href="https://a.example/9998"')]
+    assert problems(html=hi + allowed + FOOTER) == []

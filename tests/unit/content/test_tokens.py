@@ -41,6 +41,12 @@ def test_link_moved_to_another_message_or_index_is_refused() -> None:
     assert SIGNER.verify(token.replace(".c3.", ".o0.")) is None
 
 
+def test_anything_around_a_good_token_is_refused() -> None:
+    token = SIGNER.click_token("message0001", 3)
+    for altered in (token + "\n", token + "\r\n", "\n" + token, token + "/", " " + token):
+        assert SIGNER.verify(altered) is None
+
+
 @given(st.text(max_size=200))
 def test_garbage_never_verifies(text: str) -> None:
     assert SIGNER.verify(text) is None

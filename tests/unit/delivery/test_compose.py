@@ -4,6 +4,7 @@ takes relaxed canonicalization's fast path (single spaces) or its slow one."""
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import re
@@ -91,11 +92,17 @@ def test_message_parses_verifies_and_carries_good_tokens(given_name: str) -> Non
     unsubscribe = msg["List-Unsubscribe"].strip("<>").rsplit("/", 1)[1]
     assert read_token(RING, unsubscribe).contact_id == CONTACT_ID
     clicks = re.findall(r"/t/c/([\w.-]+)", html.get_content())
+    # The honeypot first (hidden, index after the last link), then the two real links.
     assert [TOKENS.verify(t) for t in clicks] == [
+        TrackingRef(OUTBOX_ID, "click", 2),
         TrackingRef(OUTBOX_ID, "click", 0),
         TrackingRef(OUTBOX_ID, "click", 1),
     ]
-    assert re.findall(r"/t/c/([\w.-]+)", text.get_content()) == clicks
+    hidden = re.findall(r'<a href="[^"]*/t/c/([\w.-]+)"([^>]*)></a>', html.get_content())
+    assert hidden == [
+        (clicks[0], ' style="display:none" aria-hidden="true" tabindex="-1"'),
+    ]
+    assert re.findall(r"/t/c/([\w.-]+)", text.get_content()) == clicks[1:]
 
 
 def test_fixed_text_lines_are_looked_up_and_change_no_byte() -> None:
@@ -109,3 +116,19 @@ def test_fixed_text_lines_are_looked_up_and_change_no_byte() -> None:
     assert "Our clinic is open late on Thursdays." in kit.known_text
     assert sum(line in kit.known_text for line in lines) >= 3
     assert mime.qp_body(rendered.text, kit.known_text) == mime.qp_body(rendered.text)
+
+
+def test_untracked_message_has_no_pixel_no_honeypot_and_plain_links() -> None:
+    kit = dataclasses.replace(_kit(), track=False)
+    record = {"name": {"given": ["Ada"]}, "emails": ["patient@example.org"]}
+    draft = compose(kit, RING, TOKENS, OUTBOX_ID, CONTACT_ID, record, [], AT)
+    assert draft is not None
+    msg = email.message_from_bytes(draft.body, policy=email.policy.default)
+    assert isinstance(msg, email.message.EmailMessage)
+    html = msg.get_body(("html",))
+    assert html is not None
+    body = html.get_content()
+    assert "/t/c/" not in body
+    assert "/t/o/" not in body
+    assert "display:none" not in body
+    assert 'href="https://clinic.example/hours"' in body

@@ -36,8 +36,8 @@ from carepost.staff import breakglass, login, sessions
 from carepost.staff.models import StaffSession, StaffUser
 from carepost.staff.principal import PermissionDenied, Principal
 from carepost.staff.users import principal_for, roles_of
+from carepost.web.client import client_network
 from carepost.web.pages import templates
-from carepost.web.pages.portal import client_network
 from carepost.workspace import Workspace
 
 router = APIRouter()

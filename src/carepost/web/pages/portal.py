@@ -25,7 +25,6 @@ whether it left.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import secrets
 from collections.abc import Callable
 from datetime import datetime
@@ -51,6 +50,7 @@ from carepost.portal.limits import PortalLimits
 from carepost.portal.message import PortalMessage as Parsed
 from carepost.portal.models import PortalMessage
 from carepost.portal.notice import PortalSender, code_mail
+from carepost.web.client import client_network
 from carepost.web.pages import templates
 from carepost.workspace import Workspace
 
@@ -171,17 +171,6 @@ def _limits(request: Request) -> PortalLimits:
 def _now(request: Request) -> datetime:
     now: datetime = request.app.state.clock()
     return now
-
-
-def client_network(request: Request) -> str:
-    """The client's /24 (or /48): what limits count and the audit log records."""
-    host = request.client.host if request.client else ""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return "unknown"
-    prefix = 24 if ip.version == 4 else 48
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
 def _cookie(request: Request, name: str) -> str:

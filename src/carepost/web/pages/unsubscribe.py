@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import ipaddress
 import secrets
 from email import policy as email_policy
 from email.parser import BytesParser
@@ -32,6 +31,7 @@ from carepost.consent import service
 from carepost.consent.records import OPTED_IN, OPTED_OUT
 from carepost.consent.tokens import BadToken, UnsubscribeToken, read_token
 from carepost.db import read_only, transaction
+from carepost.web.client import client_network
 from carepost.web.pages.templates import render
 from carepost.workspace import Workspace
 
@@ -60,19 +60,8 @@ def _token(request: Request, token: str) -> UnsubscribeToken | None:
         return None
 
 
-def _client_network(request: Request) -> str:
-    """The client's network (/24 or /48), for the audit entry: not the full address."""
-    host = request.client.host if request.client else ""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return "unknown"
-    prefix = 24 if ip.version == 4 else 48
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
-
-
 def _actor(request: Request, tok: UnsubscribeToken) -> Actor:
-    return Actor(f"contact:{tok.contact_id}", "web", _client_network(request))
+    return Actor(f"contact:{tok.contact_id}", "web", client_network(request))
 
 
 async def _form(request: Request) -> dict[str, list[str]] | None:
