@@ -30,12 +30,12 @@ import json
 import os
 import socket
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, func, select
+from sqlalchemy import Engine, and_, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from carepost.account import settings as account
@@ -228,7 +228,7 @@ class JourneyEngine:
         sends: list[tuple[_Row, M.SendEffect]] = []
         segment_changes: list[tuple[str, bool, str]] = []
         starts: dict[str, list[str]] = defaultdict(list)
-        at = _at(session, now)
+        at = at_value(session, now)
 
         def may_send(contact: str, message_class: str) -> bool:
             if message_class not in MARKETING_CLASSES:
@@ -294,7 +294,7 @@ class JourneyEngine:
     ) -> None:
         if not sends:
             return
-        at = _at(session, now)
+        at = at_value(session, now)
         outbox_rows = []
         queued = []
         messages = []
@@ -344,7 +344,7 @@ class JourneyEngine:
         by_list: dict[tuple[str, bool], list[str]] = defaultdict(list)
         for name, add, contact in changes:
             by_list[(name, add)].append(contact)
-        at = _at(session, now)
+        at = at_value(session, now)
         for (name, add), contacts in by_list.items():
             seg = session.scalars(select(Segment).where(Segment.name == name)).first()
             if seg is None or seg.kind != "static":
@@ -439,7 +439,7 @@ class JourneyEngine:
         cursor.position = found[-1].id
         woken = 0
         if keys:
-            woken = deliver(session, self, list(keys.items()), now)
+            woken = deliver(session, self.journey, list(keys.items()), now)
         session.flush()
         return woken
 
@@ -468,9 +468,12 @@ class JourneyEngine:
         return counts
 
 
+JourneyOf = Callable[[Session, str], D.Journey]
+
+
 def deliver(
     session: Session,
-    engine: JourneyEngine,
+    journey_of: JourneyOf,
     wanted: Sequence[tuple[str, set[str]]],
     now: datetime,
 ) -> int:
@@ -482,7 +485,7 @@ def deliver(
     ids = [e for e, _ in wanted]
     keys = dict(wanted)
     woken = 0
-    at = _at(session, now)
+    at = at_value(session, now)
     for start in range(0, len(ids), 1000):
         chunk = ids[start : start + 1000]
         rows = session.execute(
@@ -493,18 +496,16 @@ def deliver(
         for r in rows:
             if r.waiting_for not in keys[r.id]:
                 continue
-            if wake_one(session, engine, r, r.waiting_for, now, at):
+            if wake_one(session, journey_of, r, r.waiting_for, now, at):
                 woken += 1
     return woken
 
 
 def wake_one(
-    session: Session, engine: JourneyEngine, r: Any, key: str, now: datetime, at: Any
+    session: Session, journey_of: JourneyOf, r: Any, key: str, now: datetime, at: Any
 ) -> bool:
     """One conditional wake (r: id, journey_id, contact_id, step, seq, visits)."""
-    from sqlalchemy import update
-
-    journey = engine.journey(session, r.journey_id)
+    journey = journey_of(session, r.journey_id)
     state = M.Enrolment(
         contact_id=r.contact_id, step=r.step, status="waiting", waiting_for=key, visits=r.visits
     )
@@ -540,7 +541,7 @@ def _utc(_contact: str) -> tzinfo:
     return UTC
 
 
-def _at(session: Session, now: datetime) -> Any:
+def at_value(session: Session, now: datetime) -> Any:
     return driver_value(session, JourneyTransition.__table__.c.at, now)
 
 
