@@ -400,9 +400,16 @@ class JourneyEngine:
     def _read_engagement(self, session: Session, now: datetime) -> int:
         """Wake enrolments waiting for a human open or click of their own message. A click
         counts as an open too (a reader with images off clicks without an open pixel)."""
-        insert_if_absent(
-            session, JourneyCursor.__table__, ("name", "position"), [(ENGAGEMENT_CURSOR, 0)]
-        )
+        if session.get(JourneyCursor, ENGAGEMENT_CURSOR) is None:
+            # The first tick ever: events before it cannot concern journey messages (none
+            # exist yet), so the cursor starts at the end instead of scanning history.
+            start = session.scalar(select(func.max(EngagementEvent.id))) or 0
+            insert_if_absent(
+                session,
+                JourneyCursor.__table__,
+                ("name", "position"),
+                [(ENGAGEMENT_CURSOR, int(start))],
+            )
         query = select(JourneyCursor).where(JourneyCursor.name == ENGAGEMENT_CURSOR)
         if session.get_bind().dialect.name == "postgresql":
             # Another engine reading engagement now: leave it to that one this tick.
