@@ -46,7 +46,7 @@ from carepost.crypto.keyring import KeyFileError, replace_key_file
 from carepost.db import transaction
 from carepost.delivery import commands as delivery_commands
 from carepost.doctor.commands import doctor_app
-from carepost.journeys.commands import journey_app
+from carepost.journeys.commands import event_app, journey_app
 from carepost.reports.commands import report_app
 from carepost.segments import commands as segment_commands
 from carepost.staff import commands as staff_commands
@@ -80,6 +80,7 @@ app.add_typer(bounce_app, name="bounce")
 app.add_typer(tracking_app, name="tracking")
 app.add_typer(settings_app, name="settings")
 app.add_typer(journey_app, name="journey")
+app.add_typer(event_app, name="event")
 app.add_typer(doctor_app, name="doctor")
 app.add_typer(report_app, name="report")
 app.command("worker")(delivery_commands.worker)

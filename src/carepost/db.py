@@ -173,3 +173,27 @@ def bulk_insert(
         cursor.executemany(sql, rows)
     finally:
         cursor.close()
+
+
+def insert_if_absent(
+    session: Session, table: Any, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """`bulk_insert`, skipping rows that would break a unique key (SQLite's INSERT OR
+    IGNORE, PostgreSQL's ON CONFLICT DO NOTHING): a step re-run after a crash writes its
+    deterministic rows again and finds them already there."""
+    if not rows:
+        return
+    conn = session.connection()
+    sqlite = conn.dialect.name == "sqlite"
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    verb = "INSERT OR IGNORE" if sqlite else "INSERT"
+    tail = "" if sqlite else " ON CONFLICT DO NOTHING"
+    sql = (
+        f"{verb} INTO {table.name} ({', '.join(columns)}) "
+        f"VALUES ({', '.join([marker] * len(columns))}){tail}"
+    )
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.executemany(sql, rows)
+    finally:
+        cursor.close()

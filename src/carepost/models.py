@@ -9,6 +9,7 @@ from carepost.contacts import models as _contact_models  # noqa: F401
 from carepost.content import models as _content_models  # noqa: F401
 from carepost.db import Base
 from carepost.delivery import models as _delivery_models  # noqa: F401
+from carepost.journeys import models as _journey_models  # noqa: F401
 from carepost.portal import models as _portal_models  # noqa: F401
 from carepost.segments import models as _segment_models  # noqa: F401
 from carepost.staff import models as _staff_models  # noqa: F401

@@ -16,7 +16,7 @@ def test_machine_events_are_left_out_by_default_and_the_change_is_audited(
     workspace: Workspace, carepost: CarepostCli
 ) -> None:
     shown = orjson.loads(carepost("settings", "show", "--json").stdout)
-    assert shown == {"tracking.exclude_machine_events": True}
+    assert shown == {"tracking.exclude_machine_events": True, "journeys.marketing_per_week": 3}
 
     carepost("settings", "set", "tracking.exclude_machine_events", "off")
     with transaction(workspace.engine) as session:
@@ -45,4 +45,7 @@ def test_unknown_setting_and_bad_value_are_refused_and_nothing_is_written(
             ).all()
             == []
         )
-        assert account.all_values(session) == {"tracking.exclude_machine_events": True}
+        assert account.all_values(session) == {
+            "tracking.exclude_machine_events": True,
+            "journeys.marketing_per_week": 3,
+        }

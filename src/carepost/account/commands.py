@@ -28,7 +28,7 @@ def show_cmd(data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
 @settings_app.command("set")
 def set_cmd(
     key: Annotated[str, typer.Argument(help="Setting name, e.g. tracking.exclude_machine_events")],
-    value: Annotated[str, typer.Argument(help="true or false")],
+    value: Annotated[str, typer.Argument(help="true or false, or a whole number")],
     data_dir: DataDir = None,
 ) -> None:
     """Change an account setting (audited)."""

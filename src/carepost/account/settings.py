@@ -21,8 +21,10 @@ class SettingError(ValueError):
 @dataclass(frozen=True)
 class Definition:
     key: str
-    default: bool
+    default: bool | int  # the type of the default is the setting's type
     help: str
+    minimum: int = 0  # for whole-number settings
+    maximum: int = 1_000_000
 
 
 # Statistics leave machine events (privacy proxies, link scanners) out by default: raw
@@ -33,7 +35,16 @@ EXCLUDE_MACHINE_EVENTS = Definition(
     "Leave machine opens and clicks out of headline statistics (raw events are kept).",
 )
 
-DEFINITIONS = {d.key: d for d in (EXCLUDE_MACHINE_EVENTS,)}
+# Marketing frequency cap across journeys and campaigns (journeys.engine's may_send).
+MARKETING_PER_WEEK = Definition(
+    "journeys.marketing_per_week",
+    3,
+    "At most this many marketing messages per contact in any 7 days (journeys skip the rest).",
+    0,
+    1000,
+)
+
+DEFINITIONS = {d.key: d for d in (EXCLUDE_MACHINE_EVENTS, MARKETING_PER_WEEK)}
 
 _TRUE = {"true", "on", "yes", "1"}
 _FALSE = {"false", "off", "no", "0"}
@@ -48,33 +59,61 @@ def parse_bool(key: str, text: str) -> bool:
     raise SettingError(f"setting {key!r} takes true or false, not {text!r}")
 
 
+def parse_int(definition: Definition, text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise SettingError(
+            f"setting {definition.key!r} takes a whole number, not {text!r}"
+        ) from None
+    if not definition.minimum <= value <= definition.maximum:
+        raise SettingError(
+            f"setting {definition.key!r} takes a whole number from {definition.minimum} "
+            f"to {definition.maximum}"
+        )
+    return value
+
+
+def parse(definition: Definition, text: str) -> bool | int:
+    if isinstance(definition.default, bool):
+        return parse_bool(definition.key, text)
+    return parse_int(definition, text)
+
+
 def get_bool(session: Session, definition: Definition) -> bool:
     stored = session.scalar(
         select(AccountSetting.value).where(AccountSetting.key == definition.key)
     )
-    return definition.default if stored is None else parse_bool(definition.key, stored)
+    return bool(definition.default) if stored is None else parse_bool(definition.key, stored)
 
 
-def all_values(session: Session) -> dict[str, bool]:
+def get_int(session: Session, definition: Definition) -> int:
+    stored = session.scalar(
+        select(AccountSetting.value).where(AccountSetting.key == definition.key)
+    )
+    return int(definition.default) if stored is None else parse_int(definition, stored)
+
+
+def all_values(session: Session) -> dict[str, bool | int]:
     stored = {
         key: value
         for key, value in session.execute(select(AccountSetting.key, AccountSetting.value))
     }
     return {
-        key: (d.default if key not in stored else parse_bool(key, stored[key]))
+        key: (d.default if key not in stored else parse(d, stored[key]))
         for key, d in DEFINITIONS.items()
     }
 
 
 def do_set_setting(
     session: Session, key: str, text: str, *, actor: Actor, clock: Clock = system_clock
-) -> bool:
+) -> bool | int:
     """Change one setting; the audit row commits with it."""
     definition = DEFINITIONS.get(key)
     if definition is None:
         raise SettingError(f"unknown setting {key!r}; known: {', '.join(sorted(DEFINITIONS))}")
-    value = parse_bool(key, text)
-    before = get_bool(session, definition)
+    value = parse(definition, text)
+    before = all_values(session)[key]
     row = session.get(AccountSetting, key)
     now = clock()
     if row is None:

@@ -57,3 +57,6 @@ class Campaign(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     actor: Mapped[str] = mapped_column(String(128))
+    # 'campaign', or 'journey': the hidden campaign of one journey send step, which stays
+    # running while its journey is published (the worker never closes it).
+    kind: Mapped[str] = mapped_column(String(8), server_default="campaign", default="campaign")

@@ -660,7 +660,12 @@ class Worker:
             if not pending:
                 session.execute(
                     update(Campaign)
-                    .where(Campaign.id == campaign_id, Campaign.status == "running")
+                    .where(
+                        Campaign.id == campaign_id,
+                        Campaign.status == "running",
+                        # A journey's send step keeps its campaign open for later sends.
+                        Campaign.kind == "campaign",
+                    )
                     .values(status="done", finished_at=at)
                 )
 

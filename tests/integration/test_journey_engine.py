@@ -1,0 +1,225 @@
+"""The journey engine on the test clock, on SQLite and PostgreSQL: publishing and
+versions, sends through the hidden campaigns into the outbox (idempotent), timers,
+engagement waits and branches, the frequency cap, re-entry and guards."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from sqlalchemy import func, select
+
+from carepost.account import settings as account
+from carepost.audit.actor import Actor
+from carepost.campaigns.models import Campaign
+from carepost.db import transaction
+from carepost.delivery.models import OutboxMessage
+from carepost.journeys import definition as D
+from carepost.journeys import service
+from carepost.journeys.engine import JourneyEngine, outbox_id
+from carepost.journeys.models import JourneyEnrolment, JourneyMessage, JourneyTransition
+from carepost.tracking.service import TrackedEvent, record_tracked
+from carepost.workspace import Workspace
+from journey_support import SENDER, StepClock, publish, setup
+
+
+def _enrol(ws: Workspace, actor: Actor, name: str, ids: list[str], clock: StepClock) -> None:
+    with transaction(ws.engine) as session:
+        service.do_enrol(session, name, ids, actor=actor, clock=clock)
+
+
+def _engage(
+    ws: Workspace,
+    step: str,
+    contacts: list[str],
+    kind: str,
+    clock: StepClock,
+    link: int | None = None,
+    verdict: str = "human",
+) -> None:
+    """Human (or machine) opens/clicks of each contact's message of `step`."""
+    with transaction(ws.engine) as session:
+        rows = session.execute(
+            select(JourneyMessage.outbox_id, OutboxMessage.contact_id, OutboxMessage.campaign_id)
+            .join(OutboxMessage, OutboxMessage.id == JourneyMessage.outbox_id)
+            .where(JourneyMessage.step == step, OutboxMessage.contact_id.in_(contacts))
+        ).all()
+        assert len(rows) == len(contacts)
+        record_tracked(
+            session,
+            [
+                TrackedEvent(c, oid, camp, kind, link, verdict, "test", 0.9, None, clock.now)
+                for oid, c, camp in rows
+            ],
+        )
+
+
+def _statuses(ws: Workspace) -> Counter[tuple[str, str | None]]:
+    with transaction(ws.engine) as session:
+        return Counter(
+            (s, r)
+            for s, r in session.execute(
+                select(JourneyEnrolment.status, JourneyEnrolment.exit_reason)
+            )
+        )
+
+
+def _sends(ws: Workspace) -> Counter[str]:
+    with transaction(ws.engine) as session:
+        return Counter(
+            session.scalars(
+                select(JourneyMessage.step).join(
+                    OutboxMessage, OutboxMessage.id == JourneyMessage.outbox_id
+                )
+            )
+        )
+
+
+def test_publish_versions_pause_and_checks(workspace: Workspace, actor: Actor) -> None:
+    clock = StepClock()
+    setup(workspace, actor, 2)
+    first = publish(workspace, actor, "welcome-series", clock)
+    second = publish(workspace, actor, "welcome-series", clock)
+    assert (first.row.version, second.row.version) == (1, 2)
+    with transaction(workspace.engine) as session:
+        kinds = Counter(session.scalars(select(Campaign.kind)))
+        assert kinds == {"journey": 6}  # three send steps, two versions
+        assert service.do_set_status(session, "welcome-series", "paused", actor=actor) == 2
+        assert set(session.scalars(select(Campaign.status))) == {"paused"}
+        listed = service.list_journeys(session)
+        assert [(j.name, j.version, j.status) for j in listed] == [("welcome-series", 2, "paused")]
+    bad = (
+        b"name: x\ntrigger: {manual: {}}\nsteps:\n"
+        b"  - id: a\n    send: {template: nope, class: marketing}\n"
+    )
+    with pytest.raises(D.DefinitionError) as exc, transaction(workspace.engine) as session:
+        service.do_publish_journey(session, bad, sender_id=SENDER, actor=actor)
+    assert exc.value.problems == [("steps[0] (a).send.template", "no template 'nope'")]
+    wrong = bad.replace(b"nope", b"welcome").replace(b"marketing", b"treatment")
+    with pytest.raises(D.DefinitionError) as exc, transaction(workspace.engine) as session:
+        service.do_publish_journey(session, wrong, sender_id=SENDER, actor=actor)
+    assert "is of class marketing" in str(exc.value)
+
+
+def test_welcome_series_runs_to_completion(workspace: Workspace, actor: Actor) -> None:
+    clock = StepClock()
+    ids = setup(workspace, actor, 20)
+    publish(workspace, actor, "welcome-series", clock)
+    _enrol(workspace, actor, "welcome-series", ids, clock)
+    engine = JourneyEngine(workspace.engine, clock, batch=7)
+    first = engine.run_until_idle()
+    assert first.transitions == 20 * 2  # welcome sent, pause-1 waiting
+    assert _sends(workspace) == {"welcome": 20}
+    assert _statuses(workspace) == {("waiting", None): 20}
+    clock.advance(days=3)
+    engine.run_until_idle()
+    assert _sends(workspace) == {"welcome": 20, "tips": 20}
+    # 7 read the welcome, 3 others clicked tips; 4 machine opens count for nothing.
+    _engage(workspace, "welcome", ids[:7], "open", clock)
+    _engage(workspace, "tips", ids[7:10], "click", clock, link=1)
+    _engage(workspace, "tips", ids[10:14], "open", clock, verdict="machine")
+    clock.advance(days=4)
+    engine.run_until_idle()
+    assert _sends(workspace) == {"welcome": 20, "tips": 20, "invite": 10}
+    assert _statuses(workspace) == {("exited", "exit_step"): 20}
+    with transaction(workspace.engine) as session:
+        outbox = session.scalar(select(func.count()).select_from(OutboxMessage))
+        assert outbox == 50
+        branches = Counter(
+            session.scalars(
+                select(JourneyTransition.outcome).where(JourneyTransition.step == "engaged")
+            )
+        )
+        assert branches == {"branched_then": 10, "branched_else": 10}
+        detail = session.scalar(
+            select(JourneyTransition.detail)
+            .where(
+                JourneyTransition.step == "engaged",
+                JourneyTransition.outcome == "branched_else",
+            )
+            .limit(1)
+        )
+        assert detail == 'opened(step="welcome") is false; opened(step="tips") is false'
+    # Nothing more happens, however long we wait.
+    clock.advance(days=60)
+    assert engine.run_until_idle().claimed == 0
+
+
+def test_send_is_idempotent_and_outbox_id_deterministic(workspace: Workspace, actor: Actor) -> None:
+    clock = StepClock()
+    ids = setup(workspace, actor, 3)
+    publish(workspace, actor, "welcome-series", clock)
+    _enrol(workspace, actor, "welcome-series", ids, clock)
+    engine = JourneyEngine(workspace.engine, clock)
+    engine.run_until_idle()
+    with transaction(workspace.engine) as session:
+        rows = session.execute(select(JourneyEnrolment.id, JourneyEnrolment.contact_id)).all()
+        for enrolment, contact in rows:
+            oid = outbox_id(enrolment, 1)
+            assert session.get(OutboxMessage, oid).contact_id == contact  # type: ignore[union-attr]
+        # Put the enrolments back where they were before the tick (as a crash between
+        # the outbox write and the state write would): the re-run queues nothing new.
+        session.execute(
+            JourneyEnrolment.__table__.update().values(
+                status="active",
+                step="welcome",
+                visited="[]",
+                visits=0,
+                sent="[]",
+                wake_at=None,
+            )
+        )
+    engine.run_until_idle()
+    assert _sends(workspace) == {"welcome": 3}
+    with transaction(workspace.engine) as session:
+        assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 3
+
+
+def test_frequency_cap_counts_campaigns_and_journeys(workspace: Workspace, actor: Actor) -> None:
+    clock = StepClock()
+    ids = setup(workspace, actor, 4)
+    with transaction(workspace.engine) as session:
+        account.do_set_setting(session, "journeys.marketing_per_week", "1", actor=actor)
+    publish(workspace, actor, "welcome-series", clock)
+    _enrol(workspace, actor, "welcome-series", ids, clock)
+    engine = JourneyEngine(workspace.engine, clock)
+    engine.run_until_idle()
+    clock.advance(days=3)
+    engine.run_until_idle()
+    # tips came 3 days after welcome: over the cap of 1 a week, skipped.
+    assert _sends(workspace) == {"welcome": 4}
+    with transaction(workspace.engine) as session:
+        skipped = session.scalars(
+            select(JourneyTransition.detail).where(JourneyTransition.outcome == "skipped")
+        ).all()
+    assert skipped == ["frequency_cap"] * 4
+
+
+def test_reentry_policies(workspace: Workspace, actor: Actor) -> None:
+    clock = StepClock()
+    ids = setup(workspace, actor, 2)
+    publish(workspace, actor, "refill-reminder", clock)  # reentry after 25 days
+    publish(workspace, actor, "welcome-series", clock)  # reentry never
+    engine = JourneyEngine(workspace.engine, clock)
+    with transaction(workspace.engine) as session:
+        first = service.do_enrol(session, "refill-reminder", ids[:1], actor=actor, clock=clock)
+        again = service.do_enrol(session, "refill-reminder", ids[:1], actor=actor, clock=clock)
+    assert (len(first.enrolled), again.refused) == (1, {"already_enrolled": 1})
+    engine.run_until_idle()
+    clock.advance(days=4)
+    engine.run_until_idle()  # the 3-day wait times out, fallback sent, done
+    with transaction(workspace.engine) as session:
+        soon = service.do_enrol(session, "refill-reminder", ids[:1], actor=actor, clock=clock)
+    assert soon.refused == {"reentry_too_soon": 1}
+    clock.advance(days=22)
+    with transaction(workspace.engine) as session:
+        later = service.do_enrol(session, "refill-reminder", ids[:1], actor=actor, clock=clock)
+        w1 = service.do_enrol(session, "welcome-series", ids, actor=actor, clock=clock)
+    assert len(later.enrolled) == 1
+    assert len(w1.enrolled) == 2
+    for _ in range(10):
+        engine.run_until_idle()
+        clock.advance(days=1)
+    with transaction(workspace.engine) as session:
+        never = service.do_enrol(session, "welcome-series", ids, actor=actor, clock=clock)
+    assert never.refused == {"reentry_never": 2}

@@ -1,0 +1,84 @@
+"""Set-up for journey engine tests: a sender, the example journeys' templates, the
+`dormant` static list and contacts, all through the real services; a test clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from carepost.audit.actor import Actor
+from carepost.campaigns import service as campaigns
+from carepost.content.service import add_template
+from carepost.content.template import TemplateSpec
+from carepost.db import transaction
+from carepost.journeys import service
+from carepost.segments.service import save_static_list
+from carepost.workspace import Workspace
+from delivery_support import SENDER, add_contacts
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "journeys"
+START = datetime(2027, 3, 1, 8, tzinfo=UTC)
+HTML = (
+    "<html><body><p>Dear {{ first_name }},</p>"
+    '<p><a href="https://clinic.example/a">first</a> '
+    '<a href="https://clinic.example/b">second</a></p>'
+    '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a> · {{ sender_postal_address }}</p>'
+    "</body></html>"
+)
+TEMPLATES = {
+    "welcome": "marketing",
+    "healthy-habits": "marketing",
+    "book-checkup": "marketing",
+    "refill-reminder": "treatment",
+    "refill-fallback": "treatment",
+    "lab-result-ready": "treatment",
+    "lab-result-reminder": "treatment",
+    "we-miss-you": "marketing",
+    "birthday-greeting": "marketing",
+    "visit-survey": "operations",
+}
+
+
+@dataclass
+class StepClock:
+    now: datetime = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kw: float) -> None:
+        self.now += timedelta(**kw)
+
+
+def setup(ws: Workspace, actor: Actor, contacts: int) -> list[str]:
+    ids = add_contacts(ws, [f"p{i}@patients.example" for i in range(contacts)])
+    with transaction(ws.engine) as session:
+        campaigns.add_sender(
+            session,
+            sender_id=SENDER,
+            from_name="Example Clinic",
+            from_address="care@clinic.example",
+            postal_address="1 Example Way, Springfield, MA 01101",
+            organization_name="Example Clinic",
+            actor=actor,
+        )
+        for name, cls in TEMPLATES.items():
+            add_template(
+                session,
+                TemplateSpec(name, f"About {name}", HTML, cls, ("first_name",)),
+                actor=actor,
+            )
+        save_static_list(session, "dormant", [], actor=actor)
+    return ids
+
+
+def publish(ws: Workspace, actor: Actor, name: str, clock: StepClock) -> service.Published:
+    with transaction(ws.engine) as session:
+        return service.do_publish_journey(
+            session,
+            (EXAMPLES / f"{name}.yaml").read_bytes(),
+            sender_id=SENDER,
+            actor=actor,
+            clock=clock,
+        )
