@@ -36,6 +36,7 @@ from carepost.staff import breakglass, login, sessions
 from carepost.staff.models import StaffSession, StaffUser
 from carepost.staff.principal import PermissionDenied, Principal
 from carepost.staff.users import principal_for, roles_of
+from carepost.web import cookies
 from carepost.web.client import client_network
 from carepost.web.pages import templates
 from carepost.workspace import Workspace
@@ -141,37 +142,6 @@ def _policy(request: Request) -> sessions.SessionPolicy:
     return sessions.policy_of(_ws(request).settings)
 
 
-def _name(request: Request, base: str) -> str:
-    # __Host- cookies must be Secure; only DEV_INSECURE (plain http) drops the prefix.
-    return base if _ws(request).settings.dev_insecure else f"__Host-{base}"
-
-
-def _cookie(request: Request, base: str) -> str:
-    return request.cookies.get(_name(request, base), "")
-
-
-def _set(request: Request, response: Response, base: str, value: str, max_age: int) -> None:
-    response.set_cookie(
-        _name(request, base),
-        value,
-        max_age=max_age,
-        path="/",
-        secure=not _ws(request).settings.dev_insecure,
-        httponly=True,
-        samesite="strict",
-    )
-
-
-def _clear(request: Request, response: Response, base: str) -> None:
-    response.delete_cookie(
-        _name(request, base),
-        path="/",
-        secure=not _ws(request).settings.dev_insecure,
-        httponly=True,
-        samesite="strict",
-    )
-
-
 async def _form(request: Request) -> dict[str, str] | None:
     body = await request.body()
     if len(body) > MAX_FORM_BYTES:
@@ -199,9 +169,9 @@ def _login_csrf(request: Request, cookie: str) -> str:
 
 
 def _login_page(request: Request, status: int = 200, problem: str = "") -> HTMLResponse:
-    cookie = _cookie(request, LOGIN_CSRF) or secrets.token_urlsafe(32)
+    cookie = cookies.read(request, LOGIN_CSRF) or secrets.token_urlsafe(32)
     response = _page("staff_login.html", status, csrf=_login_csrf(request, cookie), problem=problem)
-    _set(request, response, LOGIN_CSRF, cookie, 3600)
+    cookies.put(request, response, LOGIN_CSRF, cookie, 3600)
     return response
 
 
@@ -213,7 +183,7 @@ async def login_page(request: Request) -> Response:
 @router.post("/staff/login", response_class=HTMLResponse)
 async def login_password(request: Request) -> Response:
     form = await _form(request)
-    cookie = _cookie(request, LOGIN_CSRF)
+    cookie = cookies.read(request, LOGIN_CSRF)
     if (
         form is None
         or not cookie
@@ -228,7 +198,7 @@ async def login_password(request: Request) -> Response:
         form.get("email", "")[:254],
         form.get("password", ""),
         network=client_network(request),
-        device=_cookie(request, DEVICE) or None,
+        device=cookies.read(request, DEVICE) or None,
         at=_now(request),
         policy=_policy(request),
     )
@@ -242,27 +212,27 @@ async def login_password(request: Request) -> Response:
     if result.outcome != "mfa":
         return _login_page(request, 401, FAILED)
     response = RedirectResponse("/staff/login/mfa", status_code=303)
-    _set(request, response, PENDING, result.pending_token, 300)
+    cookies.put(request, response, PENDING, result.pending_token, 300)
     return response
 
 
 # --- the second factor: synchronizer token of the pending login ---------------------------
 def _mfa_page(request: Request, status: int = 200, problem: str = "") -> HTMLResponse:
-    pending = _cookie(request, PENDING)
+    pending = cookies.read(request, PENDING)
     csrf = sessions.csrf_for(_ws(request).keyring, sessions.token_id(pending))
     return _page("staff_mfa.html", status, csrf=csrf, problem=problem)
 
 
 @router.get("/staff/login/mfa", response_class=HTMLResponse)
 async def mfa_page(request: Request) -> Response:
-    if not _cookie(request, PENDING):
+    if not cookies.read(request, PENDING):
         return RedirectResponse("/staff/login", status_code=303)
     return _mfa_page(request)
 
 
 @router.post("/staff/login/mfa", response_class=HTMLResponse)
 async def login_mfa(request: Request) -> Response:
-    pending = _cookie(request, PENDING)
+    pending = cookies.read(request, PENDING)
     form = await _form(request)
     ws = _ws(request)
     if (
@@ -280,7 +250,7 @@ async def login_mfa(request: Request) -> Response:
                 pending,
                 form.get("code", "")[:32],
                 network=client_network(request),
-                device=_cookie(request, DEVICE) or None,
+                device=cookies.read(request, DEVICE) or None,
                 at=_now(request),
                 policy=_policy(request),
             )
@@ -297,14 +267,16 @@ async def login_mfa(request: Request) -> Response:
         return response
     if result.outcome != "ok":
         response = _login_page(request, 401, "Please sign in again.")
-        _clear(request, response, PENDING)
+        cookies.clear(request, response, PENDING)
         return response
     response = RedirectResponse("/staff/me", status_code=303)
-    _clear(request, response, PENDING)
+    cookies.clear(request, response, PENDING)
     policy = _policy(request)
-    _set(request, response, SESSION, result.session_token, int(policy.absolute.total_seconds()))
+    cookies.put(
+        request, response, SESSION, result.session_token, int(policy.absolute.total_seconds())
+    )
     if result.device_cookie:
-        _set(request, response, DEVICE, result.device_cookie, DEVICE_MAX_AGE)
+        cookies.put(request, response, DEVICE, result.device_cookie, DEVICE_MAX_AGE)
     return response
 
 
@@ -313,7 +285,7 @@ def current(session: Session, request: Request) -> tuple[StaffSession, StaffUser
     """The signed-in user of this request (the session touched), or None."""
     row = sessions.resolve(
         session,
-        _cookie(request, SESSION),
+        cookies.read(request, SESSION),
         stage="active",
         at=_now(request),
         policy=_policy(request),
@@ -396,7 +368,7 @@ async def logout(request: Request) -> Response:
     if outcome == "forbidden":
         return _forbidden()
     response = _page("staff_notice.html", heading="Signed out", message="You are signed out.")
-    _clear(request, response, SESSION)
+    cookies.clear(request, response, SESSION)
     return response
 
 

@@ -50,6 +50,7 @@ from carepost.portal.limits import PortalLimits
 from carepost.portal.message import PortalMessage as Parsed
 from carepost.portal.models import PortalMessage
 from carepost.portal.notice import PortalSender, code_mail
+from carepost.web import cookies
 from carepost.web.client import client_network
 from carepost.web.pages import templates
 from carepost.workspace import Workspace
@@ -173,32 +174,13 @@ def _now(request: Request) -> datetime:
     return now
 
 
-def _cookie(request: Request, name: str) -> str:
-    # __Host- cookies must be Secure; only DEV_INSECURE (plain http) drops the prefix.
-    return name if _ws(request).settings.dev_insecure else f"__Host-{name}"
-
-
-def _set_cookie(request: Request, response: Response, name: str, value: str, age: int) -> None:
-    response.set_cookie(
-        _cookie(request, name),
-        value,
-        max_age=age,
-        path="/",
-        secure=not _ws(request).settings.dev_insecure,
-        httponly=True,
-        samesite="strict",
-    )
-
-
 def _csrf_value(request: Request, cookie: str, token: str) -> str:
     key = _ws(request).keyring.subkey(CSRF_PURPOSE)
     return hmac.new(key, f"{cookie}|{token}".encode(), "sha256").hexdigest()
 
 
 def _csrf_cookie(request: Request) -> str:
-    return request.cookies.get(_cookie(request, "carepost_portal_csrf")) or secrets.token_urlsafe(
-        32
-    )
+    return cookies.read(request, "carepost_portal_csrf") or secrets.token_urlsafe(32)
 
 
 def _ask(
@@ -223,7 +205,7 @@ def _ask(
         sent=sent,
         minutes=int(_limits(request).code_ttl.total_seconds() // 60),
     )
-    _set_cookie(request, response, "carepost_portal_csrf", cookie, 3600)
+    cookies.put(request, response, "carepost_portal_csrf", cookie, 3600)
     return response
 
 
@@ -241,7 +223,7 @@ async def _checked_form(request: Request, token: str) -> dict[str, list[str]] | 
     form = await _form(request)
     if form is None:
         return None
-    cookie = request.cookies.get(_cookie(request, "carepost_portal_csrf"), "")
+    cookie = cookies.read(request, "carepost_portal_csrf")
     sent = (form.get("csrf") or [""])[0]
     if not cookie or not hmac.compare_digest(sent, _csrf_value(request, cookie, token)):
         return None
@@ -406,7 +388,7 @@ async def verify(request: Request, token: str) -> Response:
         heading, message, status = REFUSALS[result]
         return _notice(heading, message, status, token)
     response = RedirectResponse(f"/s/{token}/message", status_code=303)
-    _set_cookie(
+    cookies.put(
         request,
         response,
         "carepost_portal",
@@ -421,7 +403,7 @@ def _open(request: Request, token: str) -> tuple[Parsed, str] | str:
     "gone" (the contact was crypto-shredded, or the archive is missing)."""
     ws = _ws(request)
     at = _now(request)
-    session_id = request.cookies.get(_cookie(request, "carepost_portal"), "")
+    session_id = cookies.read(request, "carepost_portal")
     with transaction(ws.engine) as session:
         row = service.find(session, token)
         if row is None:
@@ -463,7 +445,7 @@ async def message_page(request: Request, token: str) -> Response:
         token=token,
         csrf=_csrf_value(request, cookie, token),
     )
-    _set_cookie(request, response, "carepost_portal_csrf", cookie, 3600)
+    cookies.put(request, response, "carepost_portal_csrf", cookie, 3600)
     return response
 
 
@@ -493,7 +475,7 @@ async def logout(request: Request, token: str) -> Response:
     if await _checked_form(request, token) is None:
         return _forbidden(token)
     ws = _ws(request)
-    session_id = request.cookies.get(_cookie(request, "carepost_portal"), "")
+    session_id = cookies.read(request, "carepost_portal")
 
     def end() -> None:
         with transaction(ws.engine) as session:
@@ -501,11 +483,5 @@ async def logout(request: Request, token: str) -> Response:
 
     await run_in_threadpool(end)
     response = _notice("Closed", "The message is closed.", 200, token)
-    response.delete_cookie(
-        _cookie(request, "carepost_portal"),
-        path="/",
-        secure=not ws.settings.dev_insecure,
-        httponly=True,
-        samesite="strict",
-    )
+    cookies.clear(request, response, "carepost_portal")
     return response
