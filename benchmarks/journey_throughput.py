@@ -7,6 +7,13 @@ timeout), exit. Three phases at T0, T0+1d and T0+3d; each runs the engine until 
 is due. Counted: transitions written (7 per enrolment) over the engine's wall time, and
 the outbox rows (2 per enrolment).
 
+Anchor (same run, same database): the engine's writes with none of its work, i.e. the
+same number of plain rows (7 transitions and 2 outbox rows per enrolment, as short
+texts) inserted by `executemany` in transactions of the same batch size into a bare
+table with a primary key. What the engine pays for over it: reading the due enrolments,
+deciding each step, the leases, the hidden campaigns' gate checks and the outbox rows'
+real columns and indexes.
+
     .venv/bin/python benchmarks/journey_throughput.py --enrolments 100000
     .venv/bin/python benchmarks/journey_throughput.py --enrolments 100000 \\
         --database-url postgresql://postgres@127.0.0.1:5432/carepost_test
@@ -23,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import drop, fresh_workspace, machine
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select, text
 
 from carepost.audit.actor import Actor
 from carepost.campaigns import service as campaigns
@@ -62,6 +69,34 @@ class Clock_:
 
     def __call__(self) -> datetime:
         return self.now
+
+
+def anchor_writes(engine: Engine, rows: int, batch: int) -> float:
+    """Seconds to insert `rows` plain rows in transactions of `batch` rows."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE bench_anchor (id VARCHAR(32) PRIMARY KEY, enrolment VARCHAR(32),"
+                " step VARCHAR(32), kind VARCHAR(16), at VARCHAR(32))"
+            )
+        )
+    insert = text(
+        "INSERT INTO bench_anchor (id, enrolment, step, kind, at) VALUES (:i, :e, :s, :k, :a)"
+    )
+    at = T0.isoformat()
+    started = time.perf_counter()
+    for first in range(0, rows, batch):
+        values = [
+            {"i": f"{i:032x}", "e": f"{i // 9:032x}", "s": "second", "k": "entered", "a": at}
+            for i in range(first, min(first + batch, rows))
+        ]
+        with engine.begin() as conn:
+            conn.execute(insert, values)
+    elapsed = time.perf_counter() - started
+    with engine.begin() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM bench_anchor")) == rows
+        conn.execute(text("DROP TABLE bench_anchor"))
+    return elapsed
 
 
 def main() -> None:
@@ -136,6 +171,13 @@ def main() -> None:
             f"step transitions in {spent:.1f} s -> {transitions / spent:,.0f} transitions/s; "
             f"{outbox} outbox rows"
         )
+        plain = transitions + outbox
+        anchor = anchor_writes(ws.engine, plain, args.batch)
+        print(
+            f"anchor (plain executemany, batches of {args.batch}): {plain} rows in "
+            f"{anchor:.1f} s -> {plain / anchor:,.0f} rows/s"
+        )
+        print(f"ratio carepost/anchor: {spent / anchor:.1f}x the time")
     finally:
         drop(ws, folder)
 

@@ -82,3 +82,51 @@ def publish(ws: Workspace, actor: Actor, name: str, clock: StepClock) -> service
             actor=actor,
             clock=clock,
         )
+
+
+def add_people(
+    ws: Workspace,
+    people: list[dict[str, object]],
+    visits: dict[int, list[str]] | None = None,
+    appointments: dict[int, list[str]] | None = None,
+) -> list[str]:
+    """Contacts with full records (`people[i]` merged into a minimal one, e.g.
+    birth_date or attributes), and encounter / booked appointment facts by index."""
+    from carepost.contacts.store import ContactInput, ContactWriter, FactInput
+
+    with transaction(ws.engine) as session:
+        writer = ContactWriter(session, ws.keyring, now=START, source="test")
+        outcomes = writer.upsert_contacts(
+            [
+                ContactInput(
+                    f"person:{i}",
+                    {
+                        "v": 1,
+                        "name": {"given": [f"Pat{i}"], "family": "Synthetic"},
+                        "emails": [f"person{i}@patients.example"],
+                        **extra,
+                    },
+                    [("email", f"person{i}@patients.example")],
+                )
+                for i, extra in enumerate(people)
+            ]
+        )
+        ids = [str(o.contact_id) for o in outcomes]
+        facts = []
+        for kind, by_index, status in (
+            ("encounter", visits or {}, "finished"),
+            ("appointment", appointments or {}, "booked"),
+        ):
+            for i, dates in by_index.items():
+                for n, when in enumerate(dates):
+                    facts.append(
+                        FactInput(
+                            ids[i],
+                            kind,
+                            f"{kind}:{i}:{n}",
+                            {"kind": kind, "status": status, "date": when},
+                            kind.capitalize(),
+                        )
+                    )
+        writer.upsert_facts(facts)
+    return ids

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from carepost import migrate
 from carepost.account.commands import settings_app
+from carepost.api.commands import api_app
 from carepost.audit import checkpoint as cp
 from carepost.audit import service as audit
 from carepost.audit.chain import PROBLEMS, ChainReport
@@ -47,6 +48,7 @@ from carepost.db import transaction
 from carepost.delivery import commands as delivery_commands
 from carepost.doctor.commands import doctor_app
 from carepost.journeys.commands import event_app, journey_app
+from carepost.messages import commands as message_commands
 from carepost.reports.commands import report_app
 from carepost.segments import commands as segment_commands
 from carepost.staff import commands as staff_commands
@@ -86,6 +88,8 @@ app.add_typer(report_app, name="report")
 app.command("worker")(delivery_commands.worker)
 app.add_typer(delivery_commands.outbox_app, name="outbox")
 app.add_typer(delivery_commands.message_app, name="message")
+delivery_commands.message_app.command("send")(message_commands.send)
+delivery_commands.message_app.command("status")(message_commands.status)
 app.add_typer(delivery_commands.capture_app, name="capture")
 app.add_typer(consent_commands.consent_app, name="consent")
 app.add_typer(consent_commands.suppress_app, name="suppress")
@@ -96,6 +100,7 @@ app.add_typer(staff_commands.user_app, name="user")
 app.add_typer(staff_commands.apikey_app, name="apikey")
 app.add_typer(staff_commands.role_app, name="role")
 app.add_typer(staff_commands.breakglass_app, name="breakglass")
+app.add_typer(api_app, name="api")
 
 
 @app.callback()
@@ -329,6 +334,27 @@ def contacts_list(
         facts = ", ".join(f"{k} {v}" for k, v in sorted(r.facts.items())) or "-"
         table.add_row(r.id, r.source, r.created_at.strftime("%Y-%m-%d %H:%M"), facts)
     out.print(table)
+
+
+@contacts_app.command("zone")
+def contacts_zone(
+    contact_ids: Annotated[list[str], typer.Argument(help="Contact ids.")],
+    zone: Annotated[str | None, typer.Option(help="IANA time zone, e.g. America/New_York.")] = None,
+    clear: Annotated[bool, typer.Option(help="Back to the account's default zone.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Set the contacts' time zone (journeys' times of day and date triggers). Audited."""
+    from carepost.contacts.zones import ZoneError, do_set_time_zone
+
+    if (zone is None) == (not clear):
+        fail("give --zone NAME or --clear", 2)
+    with workspace(data_dir) as ws:
+        try:
+            with transaction(ws.engine) as session:
+                n = do_set_time_zone(session, contact_ids, zone, actor=actor_of(ws))
+        except ZoneError as exc:
+            fail(str(exc), 2)
+    out.print(f"{n} contacts: time zone {zone or 'cleared (account default)'}")
 
 
 @contacts_app.command("show")

@@ -22,4 +22,6 @@ def isoformat_utc(at: datetime) -> str:
     """Canonical UTC text form used in hashed records (microseconds, 'Z')."""
     if at.tzinfo is None:
         raise ValueError("naive datetime: carepost stores aware UTC times only")
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: strftime's %Y does not pad years before 1000 to four
+    # digits on glibc ("322-01-24..."), which no parser reads back. Same text otherwise.
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"

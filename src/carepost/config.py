@@ -128,6 +128,20 @@ class Settings(BaseSettings):
     staff_session_absolute_hours: float = Field(default=12.0, gt=0, le=24 * 30)
     # Break-glass grants (staff/breakglass.py): their length, and the most one may ask for.
     staff_break_glass_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    # REST API (api/): idempotency keys are kept this long (Stripe: at least 24 h); an
+    # in-flight key older than the lease is taken to be a crashed request's and reused.
+    api_idempotency_hours: float = Field(default=24.0, ge=24, le=24 * 90)
+    api_idempotency_lease_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # Token bucket per API key (or per user for sessions): refill rate and burst size.
+    # Counted in each server process alone (api/ratelimit.py).
+    api_rate_per_minute: float = Field(default=600.0, gt=0)
+    api_rate_burst: int = Field(default=100, ge=1)
+    # Journey webhook steps (journeys/webhook.py): the HMAC key their requests are signed
+    # with (never logged; without one a webhook step fails and takes on_failure), and an
+    # escape hatch: comma-separated CIDR blocks a webhook may reach although they are
+    # loopback, private, link-local or otherwise not public. Empty in production.
+    journey_webhook_secret: SecretStr = SecretStr("")
+    journey_webhook_allow_networks: str = ""
 
     @property
     def resolved_database_url(self) -> str:

@@ -16,7 +16,11 @@ def test_machine_events_are_left_out_by_default_and_the_change_is_audited(
     workspace: Workspace, carepost: CarepostCli
 ) -> None:
     shown = orjson.loads(carepost("settings", "show", "--json").stdout)
-    assert shown == {"tracking.exclude_machine_events": True, "journeys.marketing_per_week": 3}
+    assert shown == {
+        "tracking.exclude_machine_events": True,
+        "journeys.marketing_per_week": 3,
+        "journeys.default_time_zone": "UTC",
+    }
 
     carepost("settings", "set", "tracking.exclude_machine_events", "off")
     with transaction(workspace.engine) as session:
@@ -48,4 +52,14 @@ def test_unknown_setting_and_bad_value_are_refused_and_nothing_is_written(
         assert account.all_values(session) == {
             "tracking.exclude_machine_events": True,
             "journeys.marketing_per_week": 3,
+            "journeys.default_time_zone": "UTC",
         }
+
+
+def test_default_time_zone_is_an_iana_name(workspace: Workspace, carepost: CarepostCli) -> None:
+    bad = carepost("settings", "set", "journeys.default_time_zone", "Mars/Olympus", check=False)
+    assert bad.returncode == 2
+    assert "an IANA time zone name" in " ".join(bad.stderr.split())
+    carepost("settings", "set", "journeys.default_time_zone", "America/New_York")
+    with transaction(workspace.engine) as session:
+        assert account.get_str(session, account.DEFAULT_TIME_ZONE) == "America/New_York"

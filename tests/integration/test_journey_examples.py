@@ -3,18 +3,25 @@ a generated population, with deterministic engagement created here (human opens 
 clicks of chosen contacts' messages, events for chosen contacts), and exact counts per
 step; plus the loop and step-limit guards. On SQLite and PostgreSQL.
 
-Date and inactivity triggers are not scanned yet: those journeys' contacts are enrolled
-by hand here (`carepost journey enrol`), the rest of the run is the engine's."""
+The birthday, post-visit survey and re-engagement journeys are enrolled by their own
+triggers (the date and inactivity scans) on the test clock, not by hand."""
 
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime, timedelta
+from random import Random
+from typing import Any
 
 from sqlalchemy import select
 
 from carepost.audit.actor import Actor
+from carepost.contacts import phi
+from carepost.contacts.zones import do_set_time_zone
 from carepost.db import transaction
 from carepost.delivery.models import OutboxMessage
+from carepost.delivery.smtp import RelayConfig, SmtpTransport
+from carepost.delivery.worker import Worker, WorkerConfig
 from carepost.journeys import events, service
 from carepost.journeys.engine import JourneyEngine
 from carepost.journeys.models import JourneyEnrolment, JourneyMessage, JourneyTransition
@@ -22,7 +29,7 @@ from carepost.journeys.report import journey_report
 from carepost.segments.models import Segment, StaticMember
 from carepost.tracking.service import TrackedEvent, record_tracked
 from carepost.workspace import Workspace
-from journey_support import SENDER, StepClock, publish, setup
+from journey_support import SENDER, START, StepClock, add_people, publish, setup
 
 
 def _engage(
@@ -32,6 +39,7 @@ def _engage(
     kind: str,
     clock: StepClock,
     link: int | None = None,
+    verdict: str = "human",
 ) -> None:
     with transaction(ws.engine) as session:
         rows = session.execute(
@@ -43,7 +51,7 @@ def _engage(
         record_tracked(
             session,
             [
-                TrackedEvent(c, oid, camp, kind, link, "human", "test", 0.9, None, clock.now)
+                TrackedEvent(c, oid, camp, kind, link, verdict, "test", 0.9, None, clock.now)
                 for oid, c, camp in rows
             ],
         )
@@ -126,23 +134,59 @@ def test_lab_result(workspace: Workspace, actor: Actor) -> None:
     }
 
 
-def test_re_engagement(workspace: Workspace, actor: Actor) -> None:
+HELLO = b"""
+name: hello
+trigger: {manual: {}}
+steps:
+  - id: hello
+    send: {template: lab-result-ready, class: treatment}
+"""
+
+
+def _deliver(ws: Workspace, clock: StepClock, sink_factory: Any) -> None:
+    """Deliver what is queued through the real worker to a real SMTP server."""
+    sink = sink_factory()
+    relay = RelayConfig(sink.host, sink.port, tls_context=sink.client_context, timeout=1.0)
+    worker = Worker(
+        ws.engine,
+        ws.keyring,
+        SmtpTransport(relay),
+        WorkerConfig(public_url="https://mail.clinic.example", batch_size=50),
+        name="w1",
+        clock=clock,
+        rng=Random(7),
+    )
+    assert set(worker.run().results) == {"sent"}
+
+
+def test_re_engagement(workspace: Workspace, actor: Actor, smtp_sink_factory: Any) -> None:
+    """Enrolled by the inactivity scan: mailed at least 90 days ago, no human open or
+    click in the last 90 days; never mailed is not inactive."""
     clock = StepClock()
     ids = setup(workspace, actor, 8)
+    with transaction(workspace.engine) as session:
+        service.do_publish_journey(session, HELLO, sender_id=SENDER, actor=actor, clock=clock)
     publish(workspace, actor, "re-engagement", clock)
-    engine = JourneyEngine(workspace.engine, clock)
-    _enrol(workspace, actor, "re-engagement", ids, clock)
+    engine = JourneyEngine(workspace.engine, clock, ring=workspace.keyring)
+    _enrol(workspace, actor, "hello", ids[:7], clock)  # ids[7] is never mailed
     engine.run_until_idle()
+    _deliver(workspace, clock, smtp_sink_factory)
+    clock.advance(days=60)
+    _engage(workspace, "hello", ids[:2], "open", clock)
+    _engage(workspace, "hello", ids[2:3], "open", clock, verdict="machine")  # not a person
+    clock.advance(days=30, hours=1)
+    engine.run_until_idle()
+    assert _reasons(workspace, "re-engagement") == {None: 5}  # ids[2:7], waiting
     clock.advance(days=2)
-    _engage(workspace, "miss-you", ids[:3], "click", clock, link=0)
+    _engage(workspace, "miss-you", ids[2:3], "click", clock, link=0)
     engine.run_until_idle()
     clock.advance(days=14)
     engine.run_until_idle()
     assert _counts(workspace, "re-engagement") == {
-        "miss-you": (8, 8, 0, {}, 8),
-        "wait-click": (8, 8, 0, {}, 0),
-        "tag-dormant": (5, 5, 0, {}, 0),
-        "done": (8, 8, 0, {"exit_step": 8}, 0),
+        "miss-you": (5, 5, 0, {}, 5),
+        "wait-click": (5, 5, 0, {}, 0),
+        "tag-dormant": (4, 4, 0, {}, 0),
+        "done": (5, 5, 0, {"exit_step": 5}, 0),
     }
     with transaction(workspace.engine) as session:
         members = set(
@@ -152,28 +196,111 @@ def test_re_engagement(workspace: Workspace, actor: Actor) -> None:
                 .where(Segment.name == "dormant")
             )
         )
-    assert members == set(ids[3:])
+    assert members == set(ids[3:7])
+    # 90 days after their last open the first two are inactive too; the others entered
+    # less than 180 days ago (reentry) and ids[2] clicked.
+    clock.now = START + timedelta(days=150, hours=2)
+    assert engine.run_until_idle().scan_enrolled == 2
+    with transaction(workspace.engine) as session:
+        second = set(
+            session.scalars(
+                select(JourneyEnrolment.contact_id).where(
+                    JourneyEnrolment.journey_name == "re-engagement",
+                    JourneyEnrolment.status != "exited",
+                )
+            )
+        )
+    assert second == set(ids[:2])
 
 
-def test_birthday_and_post_visit_survey(workspace: Workspace, actor: Actor) -> None:
-    clock = StepClock()
-    ids = setup(workspace, actor, 6)
+def test_birthday(workspace: Workspace, actor: Actor) -> None:
+    """Enrolled by the date scan at 09:00 in each contact's zone, once per birthday; a
+    birthday whose 09:00 passed before the journey was published does not fire."""
+    clock = StepClock()  # 2027-03-01 08:00 UTC
+    setup(workspace, actor, 0)
+    ids = add_people(
+        workspace,
+        [
+            {"birth_date": "1980-03-01"},  # UTC: 2027-03-01 09:00Z
+            {"birth_date": "1990-03-01"},  # Tokyo: 2027-03-01 00:00Z, before publishing
+            {"birth_date": "1985-03-02"},  # New York: 2027-03-02 14:00Z
+            {"birth_date": "2000-02-29"},  # 28 February in 2027 (past), 29th in 2028
+            {"birth_date": "1970-07-04"},
+            {},
+        ],
+    )
+    with transaction(workspace.engine) as session:
+        do_set_time_zone(session, ids[1:2], "Asia/Tokyo", actor=actor)
+        do_set_time_zone(session, ids[2:3], "America/New_York", actor=actor)
     publish(workspace, actor, "birthday", clock)
-    survey = publish(workspace, actor, "post-visit-survey", clock)
-    # update_contact is not carried out yet: said at publish, and the enrolment exits.
-    assert len(survey.warnings) == 1
-    assert "unsupported_step" in survey.warnings[0]
-    engine = JourneyEngine(workspace.engine, clock)
-    _enrol(workspace, actor, "birthday", ids[:4], clock)
-    _enrol(workspace, actor, "post-visit-survey", ids, clock)
+    engine = JourneyEngine(workspace.engine, clock, ring=workspace.keyring)
+
+    def greeted() -> Counter[str]:
+        with transaction(workspace.engine) as session:
+            return Counter(
+                session.scalars(
+                    select(JourneyEnrolment.contact_id).where(
+                        JourneyEnrolment.journey_name == "birthday"
+                    )
+                )
+            )
+
     engine.run_until_idle()
-    assert _reasons(workspace, "birthday") == {"completed": 4}
-    assert _counts(workspace, "birthday") == {"greet": (4, 4, 0, {"completed": 4}, 4)}
-    assert _reasons(workspace, "post-visit-survey") == {"unsupported_step": 6}
+    assert greeted() == {}
+    for hours, expected in ((1, [0]), (29, [0]), (30, [0, 2]), (31, [0, 2])):
+        clock.now = START + timedelta(hours=hours)
+        engine.run_until_idle()
+        assert greeted() == Counter(ids[i] for i in expected), hours
+    for at, expected in (
+        (datetime(2028, 2, 28, 12, tzinfo=UTC), [0, 2]),
+        (datetime(2028, 2, 29, 12, tzinfo=UTC), [0, 2, 3]),
+        (datetime(2028, 3, 1, 12, tzinfo=UTC), [0, 2, 3, 0, 1]),
+        (datetime(2028, 3, 2, 15, tzinfo=UTC), [0, 2, 3, 0, 1, 2]),
+        (datetime(2028, 3, 2, 18, tzinfo=UTC), [0, 2, 3, 0, 1, 2]),
+    ):
+        clock.now = at
+        engine.run_until_idle()
+        assert greeted() == Counter(ids[i] for i in expected), at
+    assert _reasons(workspace, "birthday") == {"completed": 6}
+    assert _counts(workspace, "birthday") == {"greet": (6, 6, 0, {"completed": 6}, 6)}
+
+
+def test_post_visit_survey(workspace: Workspace, actor: Actor) -> None:
+    """Enrolled by the date scan 3 days after the last visit at 10:00; update_contact
+    records that the survey went out (audited, re-sealed)."""
+    clock = StepClock()  # 2027-03-01 08:00 UTC
+    setup(workspace, actor, 0)
+    ids = add_people(
+        workspace,
+        [{}] * 6,
+        visits={
+            0: ["2027-02-26"],
+            1: ["2027-02-26"],
+            2: ["2026-11-02", "2027-02-26"],  # the last visit counts
+            3: ["2027-02-27"],
+            4: ["2027-02-20"],  # its survey day passed before publishing
+        },
+    )
+    publish(workspace, actor, "post-visit-survey", clock)
+    engine = JourneyEngine(workspace.engine, clock, ring=workspace.keyring)
+    engine.run_until_idle()
+    assert _reasons(workspace, "post-visit-survey") == {}
+    clock.advance(hours=2, minutes=30)
+    engine.run_until_idle()
+    assert _reasons(workspace, "post-visit-survey") == {"completed": 3}
+    clock.advance(days=1)
+    engine.run_until_idle()
+    assert _reasons(workspace, "post-visit-survey") == {"completed": 4}
     assert _counts(workspace, "post-visit-survey") == {
-        "survey": (6, 6, 0, {}, 6),
-        "mark": (6, 0, 0, {"unsupported_step": 6}, 0),
+        "survey": (4, 4, 0, {}, 4),
+        "mark": (4, 4, 0, {"completed": 4}, 0),
     }
+    with transaction(workspace.engine) as session:
+        views = phi.read_contacts(
+            session, workspace.keyring, ids, actor=actor, purpose="test check"
+        )
+    marked = {v.id for v in views if (v.record.get("attributes") or {}).get("last_survey_sent")}
+    assert marked == set(ids[:4])
 
 
 LOOP = b"""

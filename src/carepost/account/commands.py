@@ -22,13 +22,16 @@ def show_cmd(data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
         emit_json(values)
         return
     for key, value in values.items():
-        out.print(f"{key} = {str(value).lower()}  [dim]{account.DEFINITIONS[key].help}[/]")
+        shown = value if isinstance(value, str) else str(value).lower()
+        out.print(f"{key} = {shown}  [dim]{account.DEFINITIONS[key].help}[/]")
 
 
 @settings_app.command("set")
 def set_cmd(
     key: Annotated[str, typer.Argument(help="Setting name, e.g. tracking.exclude_machine_events")],
-    value: Annotated[str, typer.Argument(help="true or false, or a whole number")],
+    value: Annotated[
+        str, typer.Argument(help="true or false, a whole number, or a time zone name")
+    ],
     data_dir: DataDir = None,
 ) -> None:
     """Change an account setting (audited)."""
@@ -38,4 +41,4 @@ def set_cmd(
                 stored = account.do_set_setting(session, key, value, actor=actor_of(ws))
         except account.SettingError as exc:
             fail(str(exc), 2)
-    out.print(f"{key} = {str(stored).lower()}")
+    out.print(f"{key} = {stored if isinstance(stored, str) else str(stored).lower()}")

@@ -3,7 +3,9 @@ audit row in the same transaction). Services never commit."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,10 +23,22 @@ class SettingError(ValueError):
 @dataclass(frozen=True)
 class Definition:
     key: str
-    default: bool | int  # the type of the default is the setting's type
+    default: bool | int | str  # the type of the default is the setting's type
     help: str
     minimum: int = 0  # for whole-number settings
     maximum: int = 1_000_000
+    check: Callable[[str], str | None] | None = None  # text settings: why a value is wrong
+
+
+def zone_problem(text: str) -> str | None:
+    """Why `text` is not an IANA time zone name (None: it is one)."""
+    if not text or len(text) > 64 or text.startswith(("/", ".")) or ".." in text:
+        return "an IANA time zone name like Europe/Paris or UTC"
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        return "an IANA time zone name like Europe/Paris or UTC"
+    return None
 
 
 # Statistics leave machine events (privacy proxies, link scanners) out by default: raw
@@ -44,7 +58,15 @@ MARKETING_PER_WEEK = Definition(
     1000,
 )
 
-DEFINITIONS = {d.key: d for d in (EXCLUDE_MACHINE_EVENTS, MARKETING_PER_WEEK)}
+# The zone of contacts without their own (contacts.time_zone): times of day in journeys.
+DEFAULT_TIME_ZONE = Definition(
+    "journeys.default_time_zone",
+    "UTC",
+    "The time zone of contacts without one of their own (journey times of day, date triggers).",
+    check=zone_problem,
+)
+
+DEFINITIONS = {d.key: d for d in (EXCLUDE_MACHINE_EVENTS, MARKETING_PER_WEEK, DEFAULT_TIME_ZONE)}
 
 _TRUE = {"true", "on", "yes", "1"}
 _FALSE = {"false", "off", "no", "0"}
@@ -74,9 +96,19 @@ def parse_int(definition: Definition, text: str) -> int:
     return value
 
 
-def parse(definition: Definition, text: str) -> bool | int:
+def parse_text(definition: Definition, text: str) -> str:
+    value = text.strip()
+    problem = definition.check(value) if definition.check else None
+    if problem:
+        raise SettingError(f"setting {definition.key!r} takes {problem}")
+    return value
+
+
+def parse(definition: Definition, text: str) -> bool | int | str:
     if isinstance(definition.default, bool):
         return parse_bool(definition.key, text)
+    if isinstance(definition.default, str):
+        return parse_text(definition, text)
     return parse_int(definition, text)
 
 
@@ -94,7 +126,14 @@ def get_int(session: Session, definition: Definition) -> int:
     return int(definition.default) if stored is None else parse_int(definition, stored)
 
 
-def all_values(session: Session) -> dict[str, bool | int]:
+def get_str(session: Session, definition: Definition) -> str:
+    stored = session.scalar(
+        select(AccountSetting.value).where(AccountSetting.key == definition.key)
+    )
+    return str(definition.default) if stored is None else parse_text(definition, stored)
+
+
+def all_values(session: Session) -> dict[str, bool | int | str]:
     stored = {
         key: value
         for key, value in session.execute(select(AccountSetting.key, AccountSetting.value))
@@ -107,7 +146,7 @@ def all_values(session: Session) -> dict[str, bool | int]:
 
 def do_set_setting(
     session: Session, key: str, text: str, *, actor: Actor, clock: Clock = system_clock
-) -> bool | int:
+) -> bool | int | str:
     """Change one setting; the audit row commits with it."""
     definition = DEFINITIONS.get(key)
     if definition is None:
@@ -117,11 +156,9 @@ def do_set_setting(
     row = session.get(AccountSetting, key)
     now = clock()
     if row is None:
-        session.add(
-            AccountSetting(key=key, value=str(value).lower(), updated_at=now, actor=actor.id)
-        )
+        session.add(AccountSetting(key=key, value=_stored(value), updated_at=now, actor=actor.id))
     else:
-        row.value, row.updated_at, row.actor = str(value).lower(), now, actor.id
+        row.value, row.updated_at, row.actor = _stored(value), now, actor.id
     audit.append(
         session,
         actor=actor,
@@ -131,3 +168,8 @@ def do_set_setting(
     )
     session.flush()
     return value
+
+
+def _stored(value: bool | int | str) -> str:
+    # Zone names are case-sensitive; true/false are stored lower-case.
+    return value if isinstance(value, str) else str(value).lower()

@@ -20,6 +20,7 @@ from carepost.audit.models import AuditEntry, AuditHead
 from carepost.clock import Clock, isoformat_utc, system_clock
 from carepost.crypto.keyring import KeyRing
 from carepost.db import make_engine, read_only
+from carepost.staff.principal import Principal
 
 HEAD_ID = 1
 
@@ -209,3 +210,36 @@ def entries_for_subject(session: Session, subject_id: str) -> Iterable[AuditEntr
     return session.scalars(
         select(AuditEntry).where(AuditEntry.subjects.contains(needle)).order_by(AuditEntry.seq)
     )
+
+
+def query(
+    session: Session,
+    *,
+    action: str | None = None,
+    subject: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    after_seq: int | None = None,
+    limit: int = 100,
+    principal: Principal | None = None,
+) -> list[AuditEntry]:
+    """Entries in chain order, filtered: an exact action (or a prefix ending in `.`,
+    e.g. `staff.`), a subject id, and canonical UTC times `since` <= at < `until`
+    (the `at` column is canonical text, so text order is time order)."""
+    if principal is not None:
+        principal.require("audit:read")
+    stmt = select(AuditEntry).order_by(AuditEntry.seq).limit(limit)
+    if action:
+        if action.endswith("."):
+            stmt = stmt.where(AuditEntry.action.startswith(action, autoescape=True))
+        else:
+            stmt = stmt.where(AuditEntry.action == action)
+    if subject:
+        stmt = stmt.where(AuditEntry.subjects.contains(orjson.dumps(subject).decode()))
+    if since:
+        stmt = stmt.where(AuditEntry.at >= since)
+    if until:
+        stmt = stmt.where(AuditEntry.at < until)
+    if after_seq is not None:
+        stmt = stmt.where(AuditEntry.seq > after_seq)
+    return list(session.scalars(stmt))

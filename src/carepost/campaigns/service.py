@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -22,10 +23,28 @@ from carepost.delivery import outbox
 from carepost.delivery.e2e import MODES as E2E_MODES
 from carepost.delivery.models import OutboxMessage
 from carepost.delivery.route import FALLBACKS, VERIFICATIONS
+from carepost.staff.principal import Principal
+
+if TYPE_CHECKING:
+    from carepost.segments.snapshot import Snapshot
 
 
 class CampaignError(ValueError):
     pass
+
+
+class CampaignNotFound(CampaignError):
+    pass
+
+
+class CampaignStateError(CampaignError):
+    """The campaign is not in a state the action applies to."""
+
+
+def _require(principal: Principal | None, *permissions: str) -> None:
+    # None is the trusted caller (the command line on the server, workers).
+    if principal is not None:
+        principal.require(*permissions)
 
 
 TRANSITIONS = {
@@ -113,8 +132,10 @@ def create_campaign(
     schedule_at: datetime | None = None,
     rate_per_minute: int | None = None,
     actor: Actor,
+    principal: Principal | None = None,
     clock: Clock = system_clock,
 ) -> Campaign:
+    _require(principal, "campaigns:write")
     template = session.get(Template, template_id)
     if template is None:
         raise CampaignError("no such template")
@@ -164,10 +185,10 @@ def _move(session: Session, campaign_id: str, verb: str, at: datetime) -> Campai
         select(Campaign).where(Campaign.id == campaign_id).with_for_update()
     ).first()
     if campaign is None:
-        raise CampaignError(f"no campaign {campaign_id}")
+        raise CampaignNotFound(f"no campaign {campaign_id}")
     sources, target = TRANSITIONS[verb]
     if campaign.status not in sources:
-        raise CampaignError(f"cannot {verb} a campaign that is {campaign.status}")
+        raise CampaignStateError(f"cannot {verb} a campaign that is {campaign.status}")
     campaign.status = target
     return campaign
 
@@ -181,10 +202,12 @@ def start_campaign(
     actor: Actor,
     clock: Clock = system_clock,
     progress: Callable[[int], None] | None = None,
+    principal: Principal | None = None,
 ) -> Campaign:
     """`members` is the audience frozen at this moment (segments.freeze_membership gives
     it and keeps the evidence under `membership_ref`); one outbox row each. `progress`
     gets the number of outbox rows of each chunk as it is written."""
+    _require(principal, "campaigns:write")
     at = clock()
     campaign = _move(session, campaign_id, "start", at)
     campaign.started_at = at
@@ -210,8 +233,15 @@ def start_campaign(
 
 
 def change_status(
-    session: Session, campaign_id: str, verb: str, *, actor: Actor, clock: Clock = system_clock
+    session: Session,
+    campaign_id: str,
+    verb: str,
+    *,
+    actor: Actor,
+    principal: Principal | None = None,
+    clock: Clock = system_clock,
 ) -> Campaign:
+    _require(principal, "campaigns:write")
     if verb not in ("pause", "resume", "cancel"):
         raise CampaignError(f"unknown action {verb}")
     at = clock()
@@ -243,10 +273,13 @@ class CampaignStatus:
         }
 
 
-def campaign_status(session: Session, campaign_id: str) -> CampaignStatus:
+def campaign_status(
+    session: Session, campaign_id: str, *, principal: Principal | None = None
+) -> CampaignStatus:
+    _require(principal, "campaigns:read")
     campaign = session.get(Campaign, campaign_id)
     if campaign is None:
-        raise CampaignError(f"no campaign {campaign_id}")
+        raise CampaignNotFound(f"no campaign {campaign_id}")
     states = dict(
         session.execute(
             select(OutboxMessage.state, func.count())
@@ -261,3 +294,109 @@ def campaign_status(session: Session, campaign_id: str) -> CampaignStatus:
         campaign.recipients,
         {str(k): int(v) for k, v in states.items()},
     )
+
+
+def do_create_campaign(
+    session: Session,
+    *,
+    name: str,
+    segment: str,
+    template: str,
+    sender_id: str,
+    topic: str,
+    message_class: str | None = None,
+    schedule_at: datetime | None = None,
+    rate_per_minute: int | None = None,
+    actor: Actor,
+    principal: Principal | None = None,
+    clock: Clock = system_clock,
+) -> Campaign:
+    """A draft campaign by names (what `campaign create` and the API take): the
+    template's newest version, a saved segment or list; `message_class`, when given,
+    must be the template's."""
+    from carepost.content.service import latest_template
+    from carepost.segments.service import SegmentError, get_segment
+
+    _require(principal, "campaigns:write")
+    tpl = latest_template(session, template)
+    if tpl is None:
+        raise CampaignError(f"no template named {template!r}")
+    if message_class is not None and message_class != tpl.message_class:
+        raise CampaignError(f"template {template!r} is of class {tpl.message_class}")
+    if schedule_at is not None and schedule_at.tzinfo is None:
+        raise CampaignError("a schedule needs a time zone")
+    try:
+        get_segment(session, segment)
+    except SegmentError as exc:
+        raise CampaignError(str(exc)) from None
+    return create_campaign(
+        session,
+        name=name,
+        segment=segment,
+        template_id=tpl.id,
+        sender_id=sender_id,
+        topic=topic,
+        schedule_at=schedule_at,
+        rate_per_minute=rate_per_minute,
+        actor=actor,
+        clock=clock,
+    )
+
+
+def do_start_from_segment(
+    session: Session,
+    campaign_id: str,
+    *,
+    snapshot: Snapshot,
+    at: datetime,
+    actor: Actor,
+    principal: Principal | None = None,
+    clock: Clock = system_clock,
+) -> Campaign:
+    """Freeze the campaign's segment over `snapshot` (refreshed by the caller) at `at`
+    and queue one message per member, in the caller's transaction: the evidence, the
+    outbox and both audit entries commit together or not at all."""
+    from carepost.segments.service import freeze_membership, frozen_members, get_segment
+
+    _require(principal, "campaigns:write")
+    campaign = session.scalars(
+        select(Campaign).where(Campaign.id == campaign_id).with_for_update()
+    ).first()
+    if campaign is None or campaign.kind != "campaign":
+        raise CampaignNotFound(f"no campaign {campaign_id}")
+    if campaign.status != "draft":
+        raise CampaignStateError(f"cannot start a campaign that is {campaign.status}")
+    freeze = freeze_membership(
+        session,
+        get_segment(session, campaign.segment),
+        at=at,
+        actor=actor,
+        campaign_id=campaign_id,
+        snapshot=snapshot,
+        clock=clock,
+    )
+    return start_campaign(
+        session,
+        campaign_id,
+        members=frozen_members(session, freeze.id),
+        membership_ref=freeze.id,
+        actor=actor,
+        clock=clock,
+    )
+
+
+def campaign_page(
+    session: Session, *, after: str | None, limit: int, principal: Principal | None = None
+) -> list[Campaign]:
+    """Up to `limit` campaigns, newest first (ids are time-ordered), older than the id
+    `after`. Journeys' hidden send campaigns are left out."""
+    _require(principal, "campaigns:read")
+    query = (
+        select(Campaign)
+        .where(Campaign.kind == "campaign")
+        .order_by(Campaign.id.desc())
+        .limit(limit)
+    )
+    if after is not None:
+        query = query.where(Campaign.id < after)
+    return list(session.scalars(query))

@@ -49,6 +49,7 @@ from carepost.crypto.blind_index import blind_index, normalize_email, normalize_
 from carepost.crypto.envelope import aad, seal
 from carepost.crypto.keyring import KeyRing
 from carepost.db import bulk_insert
+from carepost.staff.principal import Principal
 
 CHUNK = 1000
 LOOKUP_KIND = {EMAIL: "email", "sms": "phone"}
@@ -103,8 +104,11 @@ def set_consent(
     effective_at: datetime | None = None,
     actor: Actor,
     clock: Clock = system_clock,
+    principal: Principal | None = None,
 ) -> str:
     """Append a consent statement (history is never overwritten); returns its id."""
+    if principal is not None:
+        principal.require("consent:write")
     _check_channel_topic(channel, topic)
     if status not in CONSENT_STATUSES:
         raise ConsentError(f"status must be one of {', '.join(CONSENT_STATUSES)}")
@@ -166,7 +170,11 @@ class ConsentRow:
         }
 
 
-def consent_history(session: Session, contact_id: str) -> list[ConsentRow]:
+def consent_history(
+    session: Session, contact_id: str, *, principal: Principal | None = None
+) -> list[ConsentRow]:
+    if principal is not None:
+        principal.require("consent:read")
     rows = session.execute(
         select(Consent)
         .where(Consent.contact_id == contact_id)
@@ -215,9 +223,12 @@ def add_authorization(
     document: Mapping[str, Any] | AuthorizationDocument,
     actor: Actor,
     clock: Clock = system_clock,
+    principal: Principal | None = None,
 ) -> str:
     """Validate every 164.508(c) element (AuthorizationInvalid lists all that are missing),
     then store the structure plain and the document sealed under the contact's key."""
+    if principal is not None:
+        principal.require("authorizations:write")
     doc = (
         document
         if isinstance(document, AuthorizationDocument)
@@ -292,9 +303,12 @@ def revoke_authorization(
     revoked_at: datetime | None = None,
     actor: Actor,
     clock: Clock = system_clock,
+    principal: Principal | None = None,
 ) -> datetime:
     """Record a revocation (164.508(b)(5)). The earliest revocation stands: revoking again
     changes nothing and returns the time already on record."""
+    if principal is not None:
+        principal.require("authorizations:write")
     if source not in CONSENT_SOURCES:
         raise ConsentError(f"source must be one of {', '.join(CONSENT_SOURCES)}")
     auth = _locked_authorization(session, authorization_id)
@@ -346,8 +360,12 @@ def record_expiry_event(
     return when
 
 
-def authorizations_of(session: Session, contact_id: str) -> list[dict[str, Any]]:
+def authorizations_of(
+    session: Session, contact_id: str, *, principal: Principal | None = None
+) -> list[dict[str, Any]]:
     """The plain structure of a contact's authorizations (nothing decrypted)."""
+    if principal is not None:
+        principal.require("authorizations:read")
     rows = session.execute(
         select(Authorization)
         .where(Authorization.contact_id == contact_id)
@@ -412,9 +430,12 @@ def add_suppression(
     contact_id: str | None = None,
     actor: Actor,
     clock: Clock = system_clock,
+    principal: Principal | None = None,
 ) -> list[str]:
     """Suppress addresses (by blind index). An address already suppressed for the same
     reason is left as it is. Returns the new suppression ids."""
+    if principal is not None:
+        principal.require("consent:write")
     _check_channel_topic(channel, None)
     if reason not in SUPPRESSION_REASONS:
         raise ConsentError(f"reason must be one of {', '.join(SUPPRESSION_REASONS)}")
@@ -475,8 +496,15 @@ def add_suppression(
 
 
 def remove_suppression(
-    session: Session, *, suppression_id: str, actor: Actor, clock: Clock = system_clock
+    session: Session,
+    *,
+    suppression_id: str,
+    actor: Actor,
+    clock: Clock = system_clock,
+    principal: Principal | None = None,
 ) -> None:
+    if principal is not None:
+        principal.require("consent:write")
     row = session.get(Suppression, suppression_id)
     if row is None:
         raise NotFound(f"no suppression with id {suppression_id}")
@@ -502,7 +530,10 @@ def list_suppressions(
     limit: int = 100,
     after: str | None = None,
     address_bis: Sequence[str] | None = None,
+    principal: Principal | None = None,
 ) -> list[dict[str, Any]]:
+    if principal is not None:
+        principal.require("consent:read")
     stmt = select(Suppression).order_by(Suppression.id).limit(limit)
     if not include_removed:
         stmt = stmt.where(Suppression.removed_at.is_(None))

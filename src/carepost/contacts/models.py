@@ -21,6 +21,9 @@ class Contact(Base):
     source: Mapped[str] = mapped_column(String(32))  # importer kind: csv, fhir, api
     phi: Mapped[bytes] = mapped_column(LargeBinary)
     phi_fingerprint: Mapped[str] = mapped_column(String(32))
+    # An IANA zone name (journeys' times of day and date triggers); not PHI. None: the
+    # account's `journeys.default_time_zone`.
+    time_zone: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class ContactKey(Base):

@@ -27,6 +27,8 @@ from carepost.contacts.models import ClinicalFact, Contact, ContactEncryptionKey
 from carepost.contacts.store import open_contact, open_contact_with, open_fact
 from carepost.crypto.envelope import open_sealed, unwrap_dek
 from carepost.crypto.keyring import KeyRing
+from carepost.messages.data import open_data
+from carepost.messages.models import MessageData
 from carepost.staff.access import phi_basis
 from carepost.staff.principal import Principal
 
@@ -336,6 +338,27 @@ def read_for_job(
     if with_keys and opened:
         _open_keys(session, opened)
     return opened
+
+
+def open_message_data(
+    session: Session, opened: Mapping[str, OpenedContact], rows: Sequence[tuple[str, str]]
+) -> dict[str, dict[str, Any]]:
+    """The sealed data of one-off messages, (outbox id, contact id) rows, whose contacts
+    the job opened with `read_for_job`: that call's audit entry (which names the contacts
+    and says `message_data`) is this read's, so there is no way here without it. One
+    query for the batch; rows of contacts not opened (shredded) stay closed."""
+    contact_of = {oid: cid for oid, cid in rows if cid in opened}
+    found: dict[str, dict[str, Any]] = {}
+    ids = list(contact_of)
+    for start in range(0, len(ids), 1000):
+        for oid, dek_version, body in session.execute(
+            select(MessageData.outbox_id, MessageData.dek_version, MessageData.body).where(
+                MessageData.outbox_id.in_(ids[start : start + 1000])
+            )
+        ):
+            contact = opened[contact_of[oid]]
+            found[oid] = open_data(contact.cipher, oid, dek_version, bytes(body))
+    return found
 
 
 def _open_keys(session: Session, opened: dict[str, OpenedContact]) -> None:

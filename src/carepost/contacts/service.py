@@ -7,14 +7,16 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from carepost.audit import service as audit
 from carepost.audit.actor import Actor
 from carepost.clock import Clock, system_clock
-from carepost.contacts.models import ClinicalFact, Contact, ImportRun
+from carepost.contacts.models import ClinicalFact, Contact, ContactKey, ContactLookup, ImportRun
 from carepost.contacts.store import Counts, new_id
+from carepost.crypto.service import shred_contact
+from carepost.staff.principal import Principal
 
 
 @dataclass(frozen=True)
@@ -36,9 +38,15 @@ class ContactSummary:
 
 
 def list_contacts(
-    session: Session, *, limit: int = 100, after: str | None = None
+    session: Session,
+    *,
+    limit: int = 100,
+    after: str | None = None,
+    principal: Principal | None = None,
 ) -> list[ContactSummary]:
     """Keyset page ordered by (created_at, id): ids, times and counts only, never PHI."""
+    if principal is not None:
+        principal.require("contacts:read")
     query = select(Contact.id, Contact.source, Contact.created_at, Contact.updated_at)
     if after is not None:
         anchor = session.get(Contact, after)
@@ -61,6 +69,45 @@ def list_contacts(
         ContactSummary(r.id, r.source, r.created_at, r.updated_at, counts.get(r.id, {}))
         for r in rows
     ]
+
+
+class NoSuchContact(LookupError):
+    pass
+
+
+def delete_contact(
+    session: Session,
+    contact_id: str,
+    *,
+    actor: Actor,
+    reason: str,
+    principal: Principal | None = None,
+    clock: Clock = system_clock,
+) -> bool:
+    """Erase a contact: its data key is destroyed (crypto-shredding: every copy of its
+    PHI, backups and archive included, becomes unreadable; keys.shred_contact audited)
+    and its blind-index lookups are removed, so no address or identifier finds it again
+    and a later import of the same person makes a new contact. The id's rows stay for
+    the evidence that refers to them; retention removes them on its schedule. False when
+    it was erased already."""
+    if principal is not None:
+        principal.require("contacts:write")
+    if session.get(Contact, contact_id) is None:
+        raise NoSuchContact(f"no contact with id {contact_id}")
+    session.execute(delete(ContactLookup).where(ContactLookup.contact_id == contact_id))
+    return shred_contact(session, contact_id, actor=actor, reason=reason, clock=clock)
+
+
+def require_live(session: Session, contact_id: str) -> None:
+    """Raise unless the contact exists and is not erased: what an API call on one of
+    its sub-resources (consents, authorizations) checks first, so an erased contact
+    answers 410 everywhere, not only where its PHI is read."""
+    from carepost.contacts.phi import ContactNotFound, ContactShredded
+
+    if session.get(Contact, contact_id) is None:
+        raise ContactNotFound(f"no contact with id {contact_id}")
+    if session.get(ContactKey, contact_id) is None:
+        raise ContactShredded(f"contact {contact_id} was crypto-shredded")
 
 
 def count_contacts(session: Session) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import format_datetime
@@ -115,16 +116,18 @@ def compose(
     facts: list[dict[str, Any]],
     at: datetime,
     key: e2e.KeyLike | None = None,
+    message_data: Mapping[str, Any] | None = None,
 ) -> Draft | None:
     """One recipient's message, ready to sign; None when the contact has no address.
     With `key`, the body is encrypted to it (e2e.py) and the real Subject goes inside
-    (E2eError if the key will not encrypt)."""
+    (E2eError if the key will not encrypt). `message_data` is a one-off message's opened data,
+    for its template's `data_<name>` fields."""
     rcpt = recipient_of(record)
     if rcpt is None:
         return None
     unsubscribe = list_unsubscribe_headers(ring, kit.public_url, contact_id, kit.channel, kit.topic)
     pref_token = make_token(ring, contact_id, kit.channel, kit.topic)
-    context = phi_context(kit.template.spec.phi_fields, record, facts, at)
+    context = phi_context(kit.template.spec.phi_fields, record, facts, at, message_data)
     context.update(
         unsubscribe_url=unsubscribe["List-Unsubscribe"].split(">", 1)[0].lstrip("<"),
         preferences_url=preferences_url(kit.public_url, pref_token),

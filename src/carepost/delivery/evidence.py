@@ -16,6 +16,10 @@ from carepost.content.models import Template
 from carepost.delivery.models import DeliveryAttempt, OutboxMessage, OutboxTransition
 from carepost.portal.service import evidence as portal_evidence
 from carepost.segments.models import SegmentFreeze
+from carepost.staff.principal import Principal
+
+# States a worker's prepare writes at the time its gate run carries.
+_GATED = frozenset({"attempt_started", "denied", "failed"})
 
 
 class NoSuchMessage(LookupError):
@@ -26,7 +30,11 @@ def _t(value: Any) -> str | None:
     return isoformat_utc(value) if value is not None else None
 
 
-def evidence(session: Session, outbox_id: str) -> dict[str, Any]:
+def evidence(
+    session: Session, outbox_id: str, *, principal: Principal | None = None
+) -> dict[str, Any]:
+    if principal is not None:
+        principal.require("evidence:read")
     row = session.get(OutboxMessage, outbox_id)
     if row is None:
         raise NoSuchMessage(f"no message {outbox_id}")
@@ -57,6 +65,12 @@ def evidence(session: Session, outbox_id: str) -> dict[str, Any]:
         .where(OutboxTransition.outbox_id == outbox_id)
         .order_by(OutboxTransition.seq)
     ).all()
+    if campaign is not None and campaign.kind != "campaign":
+        # A hidden campaign (one-off messages, journey steps) can send to one contact many
+        # times: keep the gate runs of this message's own prepares, which record their
+        # outcome at the gate run's time.
+        mine = {at for state, at, _ in timeline if state in _GATED}
+        decisions = [d for d in decisions if d[1] in mine]
     attempts = session.scalars(
         select(DeliveryAttempt)
         .where(DeliveryAttempt.outbox_id == outbox_id)

@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from carepost.campaigns.models import Campaign
@@ -39,6 +40,7 @@ class Claimed:
     unknown_retries: int
     last_reason: str | None = None
     held_back: int = 0
+    lane: int = LANE_CAMPAIGN
 
     @property
     def spends_unknown_retry(self) -> bool:
@@ -77,6 +79,41 @@ def enqueue(
         if len(chunk) >= ENQUEUE_CHUNK:
             total += _flush(session, columns, chunk, transitions, progress)
     return total + _flush(session, columns, chunk, transitions, progress)
+
+
+def enqueue_one(
+    session: Session, *, campaign_id: str, contact_id: str, lane: int, at: datetime
+) -> str:
+    """One queued row (a one-off message); its id, which is the message's identity."""
+    row_id = new_id()
+    columns = (
+        "id", "campaign_id", "contact_id", "lane", "state", "attempts", "unknown_retries",
+        "next_attempt_at", "created_at", "updated_at",
+    )  # fmt: skip
+    v = driver_value(session, OutboxMessage.__table__.c.created_at, at)
+    rows: list[tuple[object, ...]] = [
+        (row_id, campaign_id, contact_id, lane, "queued", 0, 0, v, v, v)
+    ]
+    _flush(session, columns, rows, [(row_id, 0, "queued", v, None)], None)
+    return row_id
+
+
+def lane_due(session: Session | Connection, *, lane: int, at: datetime) -> bool:
+    """Whether a row of `lane` is waiting: an indexed probe (ix_outbox_due) cheap enough
+    to run between batches and every few tenths of a second while idle."""
+    from sqlalchemy import exists
+
+    return bool(
+        session.scalar(
+            select(
+                exists().where(
+                    OutboxMessage.state.in_(machine.DUE_STATES),
+                    OutboxMessage.lane == lane,
+                    OutboxMessage.next_attempt_at <= at,
+                )
+            )
+        )
+    )
 
 
 def _flush(
@@ -184,9 +221,10 @@ def claim(
     limit: int,
     lease: timedelta,
     policy: machine.RetryPolicy,
+    lane: int | None = None,
 ) -> list[Claimed]:
     """Lease up to `limit` due rows of running campaigns (and one-off messages), one-off
-    lane first, oldest due first."""
+    lane first, oldest due first; with `lane`, rows of that lane only."""
     expire_leases(session, at=at)
     columns = (
         OutboxMessage.id,
@@ -197,6 +235,7 @@ def claim(
         OutboxMessage.unknown_retries,
         OutboxMessage.last_reason,
         OutboxMessage.held_back,
+        OutboxMessage.lane,
     )
     is_due = _is_due(at, policy)
     order = (OutboxMessage.lane, OutboxMessage.next_attempt_at, OutboxMessage.id)
@@ -213,7 +252,17 @@ def claim(
         .order_by(*order)
         .limit(limit)
     )
+    if lane is not None:
+        due = due.where(OutboxMessage.lane == lane)
     rows = list(session.execute(_lock(session, due)).all())
+    if rows and rows[0].lane == LANE_ONE_OFF:
+        # A batch with one-off messages carries nothing else: they go out after their
+        # own short prepare and send, not behind hundreds of campaign messages composed
+        # in the same batch (the campaign's rows are claimed by the next batch).
+        rows = [r for r in rows if r.lane == LANE_ONE_OFF]
+        return _lease(session, rows, worker=worker, at=at, lease=lease)
+    if lane is not None:
+        return _lease(session, rows, worker=worker, at=at, lease=lease)
     # Rate-limited campaigns: each gets what its last minute of claims leaves over.
     for campaign_id, allowance in _allowances(session, at).items():
         room = min(allowance, limit - len(rows))
@@ -228,6 +277,12 @@ def claim(
                 .limit(room),
             )
         ).all()
+    return _lease(session, rows, worker=worker, at=at, lease=lease)
+
+
+def _lease(
+    session: Session, rows: Sequence[Any], *, worker: str, at: datetime, lease: timedelta
+) -> list[Claimed]:
     if not rows:
         return []
     until = at + lease
@@ -248,6 +303,7 @@ def claim(
             r.unknown_retries,
             r.last_reason,
             r.held_back,
+            r.lane,
         )
         for r in rows
     ]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,7 +49,7 @@ from carepost.content.template import compile_template
 from carepost.content.tokens import TokenSigner
 from carepost.crypto.envelope import aad, seal
 from carepost.crypto.keyring import KeyRing
-from carepost.db import bulk_insert, bulk_update, driver_value, transaction
+from carepost.db import bulk_insert, bulk_update, driver_value, read_only, transaction
 from carepost.delivery import archive, dkim, e2e, machine, outbox, route
 from carepost.delivery.compose import CampaignKit, Composed, Draft, compose, finish
 from carepost.delivery.models import (
@@ -60,6 +61,7 @@ from carepost.delivery.models import (
 from carepost.delivery.outcome import ALERTS, Outcome
 from carepost.delivery.smtp import Attempt, Envelope
 from carepost.delivery.transport import Transport
+from carepost.messages.service import KIND as ONE_OFF_KIND
 from carepost.portal import fallback
 from carepost.portal.notice import PortalSender
 from carepost.portal.service import Handoff, store_handoffs
@@ -76,6 +78,14 @@ class WorkerConfig:
     track: bool = True
     # Classes the operator declared PHI-free (delivery.route): only they may go without TLS.
     phi_free_classes: frozenset[str] = frozenset()
+    # An idle worker looks for one-off messages this often (seconds) instead of sleeping
+    # its whole idle interval: a one-off message waits at most this long for a claim.
+    express_poll: float = 0.05
+    # While one-off messages have come in within `express_window` seconds, a claimed
+    # batch is prepared, sent and recorded in parts this big, with a check for one-off
+    # messages between parts (run_batch_async); docs/benchmarks.md has the trade.
+    sub_batch: int = 250
+    express_window: float = 60.0
 
 
 @dataclass
@@ -169,6 +179,13 @@ class Worker:
         self.tokens = TokenSigner(ring)
         self.verp = VerpSigner(ring)
         self._kits: dict[str, CampaignKit] = {}
+        # Hidden campaigns of one-off messages (messages/service.py): their rows carry
+        # sealed per-message data.
+        self._one_off: set[str] = set()
+        self._one_off_seen = float("-inf")  # monotonic time of the last one-off batch
+        # Journey and one-off campaigns stay open: asking whether they are done would scan
+        # every message they ever sent, at every batch.
+        self._never_closed: set[str] = set()
         # Per campaign, the return path cut for VERP: a message adds its id and one MAC.
         self._return_paths: dict[str, ReturnPath] = {}
         self._routes: dict[str, tuple[route.Route, fallback.FallbackKit]] = {}
@@ -212,6 +229,10 @@ class Worker:
             decided.verification,
         )
         self._routes[campaign_id] = (decided, portal_kit)
+        if campaign.kind == ONE_OFF_KIND:
+            self._one_off.add(campaign_id)
+        if campaign.kind != "campaign":
+            self._never_closed.add(campaign_id)
         self._kits[campaign_id] = kit
         self._return_paths[campaign_id] = self.verp.return_path(kit.return_path)
         return kit
@@ -228,7 +249,13 @@ class Worker:
 
         return asyncio.run(once())
 
-    async def run_batch_async(self) -> BatchReport:
+    async def run_batch_async(self, lane: int | None = None) -> BatchReport:
+        """Claim a batch and prepare, send and record it. While one-off messages have been
+        coming in (within `express_window`), the batch is handled in parts of `sub_batch`
+        rows and a one-off message that arrived meanwhile goes between two parts, as its
+        own small batch: it waits for one part, not for the whole batch (and on SQLite the
+        API's insert waits for one part's write transaction). Parts cost the campaign some
+        throughput (docs/benchmarks.md), so a campaign alone is handled whole."""
         report = BatchReport()
         with transaction(self.engine) as session:
             claimed = outbox.claim(
@@ -238,21 +265,34 @@ class Worker:
                 limit=self.config.batch_size,
                 lease=self.config.lease,
                 policy=self.config.retry,
+                lane=lane,
             )
         report.claimed = len(claimed)
-        if not claimed:
-            return report
+        if claimed and claimed[0].lane == outbox.LANE_ONE_OFF:
+            self._one_off_seen = time.monotonic()
+        express = time.monotonic() - self._one_off_seen < self.config.express_window
+        step = max(1, self.config.sub_batch) if express else max(1, len(claimed))
+        for start in range(0, len(claimed), step):
+            if start and lane is None and self._one_off_due():
+                report.add(await self.run_batch_async(lane=outbox.LANE_ONE_OFF))
+            await self._handle(claimed[start : start + step], report)
+        return report
+
+    def _one_off_due(self) -> bool:
+        with read_only(self.engine) as conn:
+            return outbox.lane_due(conn, lane=outbox.LANE_ONE_OFF, at=self.clock())
+
+    async def _handle(self, claimed: list[outbox.Claimed], report: BatchReport) -> None:
         with transaction(self.engine) as session:
             prepared = self._prepare(session, claimed, report)
         if not prepared:
-            return report
+            return
         if self._on_handoff is not None:
             self._on_handoff()
         attempts, handoffs = await self._send_all(prepared)
         with transaction(self.engine) as session:
             self._record(session, prepared, attempts, report)
             store_handoffs(session, handoffs, actor=self.actor, at=self.clock())
-        return report
 
     def run(
         self,
@@ -277,12 +317,23 @@ class Worker:
                     if report.claimed == 0:
                         if until_idle:
                             break
-                        await asyncio.sleep(idle_sleep)
+                        await self._idle(idle_sleep)
             finally:
                 await self.transport.close()
             return total
 
         return asyncio.run(loop())
+
+    async def _idle(self, seconds: float) -> None:
+        """Sleep `seconds`, but return as soon as a one-off message is due (an indexed
+        probe every `express_poll`): campaigns can wait a second, a lab-result notice
+        should not. Another process's one-off message is seen the same way."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, self.config.express_poll))
+            with read_only(self.engine) as conn:
+                if outbox.lane_due(conn, lane=outbox.LANE_ONE_OFF, at=self.clock()):
+                    return
 
     def _prepare(
         self, session: Session, claimed: list[outbox.Claimed], report: BatchReport
@@ -319,6 +370,10 @@ class Worker:
             )
             allowed = [r for r in rows if decided.decisions[r.contact_id].allowed]
             denied += [r for r in rows if not decided.decisions[r.contact_id].allowed]
+            one_off = campaign_id in self._one_off
+            details: dict[str, object] = {"campaign_id": campaign_id, "gate_run": decided.run_id}
+            if one_off:
+                details["message_data"] = [r.id for r in allowed]
             opened = phi.read_for_job(
                 session,
                 self.ring,
@@ -328,8 +383,13 @@ class Worker:
                 action="delivery.phi_read",
                 with_facts=kit.needs_facts,
                 with_keys=kit.e2e_mode != e2e.OFF,
-                details={"campaign_id": campaign_id, "gate_run": decided.run_id},
+                details=details,
                 clock=lambda: at,
+            )
+            data = (
+                phi.open_message_data(session, opened, [(r.id, r.contact_id) for r in allowed])
+                if one_off
+                else {}
             )
             for row in allowed:
                 contact = opened.get(row.contact_id)
@@ -353,6 +413,7 @@ class Worker:
                             contact.facts,
                             at,
                             choice.key,
+                            data.get(row.id),
                         )
                         if contact is not None
                         else None
@@ -645,7 +706,7 @@ class Worker:
         self, session: Session, campaign_ids: set[str] | set[str | None], at: datetime
     ) -> None:
         for campaign_id in campaign_ids:
-            if campaign_id is None:
+            if campaign_id is None or campaign_id in self._never_closed:
                 continue
             pending = session.scalar(
                 select(

@@ -18,10 +18,11 @@ import typer
 from carepost.cli_support import DataDir, JsonFlag, actor_of, emit_json, err, fail, out, workspace
 from carepost.db import transaction
 from carepost.journeys import definition as D
-from carepost.journeys import events, report, service
+from carepost.journeys import events, funnel_chart, migration, report, service
 from carepost.journeys.document import load
 from carepost.journeys.engine import JourneyEngine, TickReport
 from carepost.journeys.simulate import Model, simulate
+from carepost.journeys.webhook import WebhookConfig, WebhookConfigError
 
 journey_app = typer.Typer(no_args_is_help=True, help="Journeys: automated workflows.")
 event_app = typer.Typer(no_args_is_help=True, help="Named events (start and move journeys).")
@@ -220,7 +221,14 @@ def run_cmd(
     import time
 
     with workspace(data_dir) as ws:
-        engine = JourneyEngine(ws.engine, batch=batch)
+        try:
+            hooks = WebhookConfig.from_settings(
+                ws.settings.journey_webhook_secret.get_secret_value(),
+                ws.settings.journey_webhook_allow_networks,
+            )
+        except WebhookConfigError as exc:
+            fail(str(exc), 2)
+        engine = JourneyEngine(ws.engine, batch=batch, ring=ws.keyring, webhooks=hooks)
         total = TickReport()
         try:
             while True:
@@ -235,6 +243,8 @@ def run_cmd(
         "transitions": total.transitions,
         "sends": total.sends,
         "woken_by_engagement": total.woken_by_engagement,
+        "enrolled_by_scans": total.scan_enrolled,
+        "webhook_calls": total.calls,
         "exits": dict(sorted(total.exits.items())),
     }
     if json_out:
@@ -242,12 +252,20 @@ def run_cmd(
         return
     out.print(
         f"{total.transitions} transitions, {total.sends} messages queued, "
-        f"{total.woken_by_engagement} woken by engagement"
+        f"{total.woken_by_engagement} woken by engagement, {total.scan_enrolled} enrolled by "
+        f"scans, {total.calls} webhook calls"
     )
 
 
 @journey_app.command("report")
-def report_cmd(name: str, json_out: JsonFlag = False, data_dir: DataDir = None) -> None:
+def report_cmd(
+    name: str,
+    chart: Annotated[
+        Path | None, typer.Option(help="Also write the funnel as an SVG file.")
+    ] = None,
+    json_out: JsonFlag = False,
+    data_dir: DataDir = None,
+) -> None:
     """Per step: entered, completed, waiting, exited, goal reached; sends and human opens
     and clicks; the funnel and the step where most contacts drop off."""
     with workspace(data_dir) as ws, transaction(ws.engine) as session:
@@ -255,6 +273,11 @@ def report_cmd(name: str, json_out: JsonFlag = False, data_dir: DataDir = None) 
             got = report.journey_report(session, name)
         except service.JourneyError as exc:
             fail(str(exc), 2)
+    if chart is not None:
+        try:
+            chart.write_text(funnel_chart.render(got), encoding="utf-8")
+        except OSError as exc:
+            fail(f"--chart: cannot write {chart} ({exc.strerror})", 2)
     if json_out:
         emit_json(got.as_dict())
         return
@@ -269,6 +292,37 @@ def report_cmd(name: str, json_out: JsonFlag = False, data_dir: DataDir = None) 
             line += f" sent {s.sends} opened {s.human_opens} clicked {s.human_clicks}"
         out.print(line + (f"  exited: {exits}" if exits else ""))
     out.print(f"drop-off step: {got.drop_off or 'none'}")
+
+
+@journey_app.command("migrate")
+def migrate_cmd(
+    name: str,
+    from_version: Annotated[int, typer.Option("--from-version", min=1)],
+    to_version: Annotated[
+        int | None, typer.Option("--to-version", min=1, help="Default: the newest version.")
+    ] = None,
+    map_: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="old-step=new-step, for steps renamed or removed."),
+    ] = None,
+    json_out: JsonFlag = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Move a version's running enrolments to another version: each to the step of the
+    same id, or where --map says. All or nothing; refused with the list of steps that
+    have nowhere to go."""
+    try:
+        mapping = migration.parse_map(map_ or [])
+        with workspace(data_dir) as ws, transaction(ws.engine) as session:
+            moved = migration.do_migrate_enrolments(
+                session, name, from_version, to_version, mapping, actor=actor_of(ws)
+            )
+    except service.JourneyError as exc:
+        fail(str(exc), 2)
+    if json_out:
+        emit_json({"moved": moved})
+        return
+    out.print(f"moved {moved} enrolments of {name!r} from version {from_version}")
 
 
 @journey_app.command("explain")

@@ -72,8 +72,13 @@ class DefinitionError(ValueError):
 
 @dataclass(frozen=True)
 class SegmentTrigger:
+    """Enrol contacts that enter (or leave) the saved segment. The first scan after the
+    journey is published takes the current members as the baseline: they have not
+    "entered" unless `existing: true` says they count as entering on that scan."""
+
     segment: str
     on: Literal["enter", "leave"]
+    existing: bool = False
 
 
 @dataclass(frozen=True)
@@ -159,8 +164,12 @@ class StartJourney:
 
 @dataclass(frozen=True)
 class Webhook:
+    """POST ids (enrolment, contact, journey, step) to `url`, signed; retried with backoff
+    a bounded number of times, then on to `on_failure` (or exit `webhook_failed`)."""
+
     url: str
     timeout: timedelta
+    on_failure: str | None = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +217,8 @@ class Journey:
         out = [step.next] if step.next else []
         if isinstance(action, Wait) and action.on_timeout:
             out.append(action.on_timeout)
+        if isinstance(action, Webhook) and action.on_failure:
+            out.append(action.on_failure)
         return tuple(out)
 
 
@@ -340,12 +351,19 @@ def _trigger(c: _Checker, value: object) -> Trigger | None:
     if spec is None:
         return None
     if kind == "segment":
-        c.only(spec, where, ("name", "on"))
+        c.only(spec, where, ("name", "on", "existing"))
         on = spec.get("on", "enter")
         if on not in ("enter", "leave"):
             c.bad(f"{where}.on", "enter or leave")
             on = "enter"
-        return SegmentTrigger(c.name(spec.get("name"), f"{where}.name", "a segment name"), on)
+        existing = spec.get("existing", False)
+        if not isinstance(existing, bool):
+            c.bad(f"{where}.existing", "true or false")
+            existing = False
+        elif existing and on == "leave":
+            c.bad(f"{where}.existing", "only an enter trigger can count existing members")
+        segment = c.name(spec.get("name"), f"{where}.name", "a segment name")
+        return SegmentTrigger(segment, on, existing)
     if kind == "event":
         c.only(spec, where, ("name", "where"))
         event = _event_name(c, spec.get("name"), f"{where}.name")
@@ -499,7 +517,7 @@ def _action(c: _Checker, kind: str, value: object, where: str) -> Action | None:
     if kind == "start_journey":
         c.only(doc, where, ("journey",))
         return StartJourney(c.name(doc.get("journey"), f"{where}.journey", "a journey name"))
-    c.only(doc, where, ("url", "timeout"))
+    c.only(doc, where, ("url", "timeout", "on_failure"))
     url = doc.get("url")
     if not isinstance(url, str) or not re.fullmatch(r"https?://[^\s/?#@]+(/[^\s#]*)?", url):
         # The address itself is checked against loopback, private and metadata ranges
@@ -513,7 +531,13 @@ def _action(c: _Checker, kind: str, value: object, where: str) -> Action | None:
     except ValueError as exc:
         c.bad(f"{where}.timeout", str(exc))
         timeout = timedelta(seconds=10)
-    return Webhook(url, timeout)
+    on_failure = doc.get("on_failure")
+    if on_failure is not None and (
+        not isinstance(on_failure, str) or not STEP_ID.match(on_failure)
+    ):
+        c.bad(f"{where}.on_failure", "a step id")
+        on_failure = None
+    return Webhook(url, timeout, on_failure)
 
 
 _WAIT_FORMS = ("duration", "until", "time_of_day", "event")
@@ -621,6 +645,8 @@ def _check_graph(c: _Checker, steps: Sequence[Step]) -> None:
                     c.bad(f"{label(step)}.branch.rule", f"step {pred.step!r} is not a send step")
         if isinstance(action, Goto):
             refs.append(("goto.step", action.step))
+        if isinstance(action, Webhook) and action.on_failure is not None:
+            refs.append(("webhook.on_failure", action.on_failure))
         if isinstance(action, Wait):
             if action.on_timeout is not None:
                 refs.append(("wait.on_timeout", action.on_timeout))

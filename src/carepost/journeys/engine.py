@@ -17,10 +17,11 @@ one does the same work again. A send's outbox id is derived from (enrolment, vis
 written "insert if absent", so even a step re-run outside that transaction cannot queue a
 second message.
 
-Not carried out yet (the enrolment exits with `unsupported_step`, never a pretended
-success): update_contact and webhook steps, and branch rules with predicates other than
-the journey's own opened()/clicked() (attributes need the segment snapshot). Time-of-day
-waits use UTC: contacts have no stored time zone yet.
+Before that transaction a tick runs the scan triggers (scan.py, at most once per
+`scan_every` of the clock) and due webhook calls (claimed with a lease, called with no
+transaction open, the outcome recorded in another). Branches on contact data and
+update_contact open the batch's contacts through the audited door (contact_data.py).
+Times of day are in each contact's zone (contacts/zones.py).
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ import json
 import os
 import socket
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, func, select, update
+from sqlalchemy import Engine, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from carepost.account import settings as account
@@ -44,12 +45,15 @@ from carepost.audit.actor import Actor
 from carepost.campaigns.models import Campaign
 from carepost.clock import Clock, system_clock
 from carepost.consent.records import MARKETING_CLASSES
+from carepost.contacts.zones import zones_of
+from carepost.crypto.keyring import KeyRing
 from carepost.db import bulk_update, driver_value, insert_if_absent, transaction
 from carepost.delivery.models import OutboxMessage, OutboxTransition
 from carepost.delivery.outbox import LANE_ONE_OFF
 from carepost.journeys import definition as D
 from carepost.journeys import machine as M
-from carepost.journeys import service
+from carepost.journeys import service, webhook
+from carepost.journeys.contact_data import ContactData
 from carepost.journeys.models import (
     JourneyCursor,
     JourneyEnrolment,
@@ -58,12 +62,18 @@ from carepost.journeys.models import (
     JourneyTransition,
     JourneyVersion,
 )
+from carepost.journeys.scan import Scanned, scan_journeys
+from carepost.journeys.webhook import WebhookConfig
 from carepost.segments import ast as A
 from carepost.segments.models import Segment, StaticMember
 from carepost.segments.printer import print_rule
+from carepost.segments.service import SegmentEngine
 from carepost.tracking.models import EngagementEvent
 
 ENGAGEMENT_CURSOR = "engagement_events"
+SCAN_CURSOR = "scan"
+SCAN_EVERY = timedelta(minutes=1)
+CALL_BATCH = 20
 ENGAGEMENT_BATCH = 5000
 UNSUPPORTED = "unsupported_step"
 ENGINE_ACTOR = Actor("system:journeys", "system", socket.gethostname()[:64])
@@ -90,13 +100,30 @@ class TickReport:
     sends: int = 0
     woken_by_engagement: int = 0
     exits: Counter[str] = field(default_factory=Counter)
+    scan_enrolled: int = 0
+    calls: int = 0
 
     def add(self, other: TickReport) -> None:
+        self.scan_enrolled += other.scan_enrolled
+        self.calls += other.calls
         self.claimed += other.claimed
         self.transitions += other.transitions
         self.sends += other.sends
         self.woken_by_engagement += other.woken_by_engagement
         self.exits.update(other.exits)
+
+
+@dataclass
+class _Batch:
+    """What one batch's runs write, gathered for executemany."""
+
+    states: list[tuple[Any, ...]] = field(default_factory=list)
+    transitions: list[tuple[Any, ...]] = field(default_factory=list)
+    sends: list[tuple[_Row, M.SendEffect]] = field(default_factory=list)
+    segment_changes: list[tuple[str, bool, str]] = field(default_factory=list)
+    starts: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    updates: list[tuple[str, Mapping[str, object]]] = field(default_factory=list)
+    updating: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -115,8 +142,20 @@ class JourneyEngine:
         *,
         batch: int = 1000,
         owner: str | None = None,
+        ring: KeyRing | None = None,
+        segments: SegmentEngine | None = None,
+        webhooks: WebhookConfig | None = None,
+        scan_every: timedelta = SCAN_EVERY,
     ) -> None:
         self.engine = engine
+        # Opens contacts for branches on their data and update_contact (audited reads);
+        # without one those steps exit with unsupported_step, and segment and date
+        # triggers are not scanned.
+        self.ring = ring
+        self.segments = segments
+        self.webhooks = webhooks or WebhookConfig()
+        self.scan_every = scan_every
+        self._scanned_at: datetime | None = None
         self.clock = clock
         self.batch = batch
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"[:64]
@@ -127,10 +166,13 @@ class JourneyEngine:
 
     # --- public --------------------------------------------------------------------
     def tick(self) -> TickReport:
-        """One batch: engagement first, then up to `batch` due enrolments."""
+        """One batch: the scan triggers (at most once per `scan_every`), due webhook
+        calls, then engagement and up to `batch` due enrolments in one transaction."""
+        report = TickReport()
+        report.scan_enrolled = self.scan()
+        report.calls = self.call_webhooks()
         with transaction(self.engine) as session:
             now = self.clock()
-            report = TickReport()
             report.woken_by_engagement = self._read_engagement(session, now)
             rows = self._claim(session, now)
             report.claimed = len(rows)
@@ -144,9 +186,176 @@ class JourneyEngine:
         for _ in range(max_ticks):
             report = self.tick()
             total.add(report)
-            if report.claimed == 0 and report.woken_by_engagement == 0:
+            busy = report.claimed or report.woken_by_engagement or report.calls
+            if not busy and not report.scan_enrolled:
                 break
         return total
+
+    # --- scan triggers -------------------------------------------------------------
+    def scan(self, *, force: bool = False) -> int:
+        """Enrol contacts by segment, date and inactivity triggers (scan.py); at most
+        once per `scan_every` of the clock unless forced. Returns contacts enrolled."""
+        now = self.clock()
+        if not force and self._scanned_at is not None and now - self._scanned_at < self.scan_every:
+            return 0
+        self._scanned_at = now
+        with transaction(self.engine) as session:
+            found = _scan_triggered(session)
+        if not found:
+            return 0
+        snapshot = None
+        members: dict[str, set[str]] = {}
+        wants = any(isinstance(j.journey.trigger, D.SegmentTrigger | D.DateTrigger) for j in found)
+        if wants and self.ring is not None:
+            if self.segments is None:
+                self.segments = SegmentEngine(
+                    self.engine, self.ring, actor=ENGINE_ACTOR, clock=self.clock
+                )
+            # Outside the write transaction: building and refreshing the snapshot write
+            # their own audit entries.
+            self.segments.refresh(force=True)
+            snapshot = self.segments.snapshot
+            for item in found:
+                trigger = item.journey.trigger
+                if isinstance(trigger, D.SegmentTrigger):
+                    try:
+                        members[item.name] = set(
+                            self.segments.members(A.InSegment(trigger.segment), now)
+                        )
+                    except A.RuleError:
+                        continue  # the segment was deleted since publishing: no scan
+        with transaction(self.engine) as session:
+            _lock_scan(session)
+            got = scan_journeys(
+                session,
+                found,
+                now=now,
+                snapshot=snapshot,
+                segment_members=members,
+                actor=ENGINE_ACTOR,
+            )
+        return sum(got.values())
+
+    # --- webhook calls ---------------------------------------------------------------
+    def call_webhooks(self) -> int:
+        """Call the webhooks of enrolments at a webhook step (status calling) whose time
+        has come: claim with a lease (one transaction), call with no transaction open,
+        record each outcome (another). A crash between the two leaves the lease to
+        expire and the call to be made again, with the same idempotency key."""
+        now = self.clock()
+        t = JourneyEnrolment
+        with transaction(self.engine) as session:
+            active = select(JourneyVersion.id).where(JourneyVersion.status == "active")
+            query = (
+                select(
+                    t.id,
+                    t.journey_id,
+                    t.journey_name,
+                    t.contact_id,
+                    t.step,
+                    t.visits,
+                    t.seq,
+                    t.call_attempts,
+                )
+                .where(
+                    t.status == "calling",
+                    t.wake_at <= now,
+                    t.journey_id.in_(active),
+                    or_(t.lease_until.is_(None), t.lease_until < now),
+                )
+                .order_by(t.wake_at)
+                .limit(CALL_BATCH)
+            )
+            if session.get_bind().dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True, of=t)
+            claimed = session.execute(query).all()
+            if not claimed:
+                return 0
+            calls = []
+            for r in claimed:
+                journey = self.journey(session, r.journey_id)
+                action = journey.step(r.step).action
+                assert isinstance(action, D.Webhook)  # only webhook steps call
+                calls.append((r, action))
+            # Calls are made one after another: the lease covers them all.
+            lease = sum((a.timeout for _, a in calls), timedelta(seconds=30))
+            session.execute(
+                update(t)
+                .where(t.id.in_([r.id for r in claimed]))
+                .values(lease_owner=self.owner, lease_until=now + lease)
+                .execution_options(synchronize_session=False)
+            )
+        outcomes = []
+        for r, action in calls:
+            ids: dict[str, str | int] = {
+                "enrolment": r.id,
+                "contact": r.contact_id,
+                "journey": r.journey_name,
+                "version": r.journey_id,
+                "step": r.step,
+                "visit": r.visits,
+            }
+            outcomes.append(
+                webhook.call(
+                    self.webhooks,
+                    action.url,
+                    ids,
+                    idempotency_key=f"{r.id}:{r.visits}",
+                    timestamp=int(self.clock().timestamp()),
+                    timeout=action.timeout,
+                )
+            )
+        with transaction(self.engine) as session:
+            done = self.clock()
+            for (r, _), outcome in zip(calls, outcomes, strict=True):
+                self._after_call(session, r, outcome, done)
+        return len(calls)
+
+    def _after_call(
+        self, session: Session, r: Any, outcome: webhook.Outcome, now: datetime
+    ) -> None:
+        journey = self._journeys[r.journey_id]
+        state = M.Enrolment(contact_id=r.contact_id, step=r.step, status="calling", visits=r.visits)
+        attempt = r.call_attempts + 1
+        steps: list[tuple[str, str]] = []
+        attempts = 0
+        if outcome.ok:
+            after = M.after_call(journey, state, True)
+            steps.append(("called", outcome.detail))
+        elif outcome.retry and attempt < self.webhooks.max_attempts:
+            after = replace(state, wake_at=now + self.webhooks.retry_after(attempt))
+            steps.append(("call_failed", f"attempt {attempt}: {outcome.detail}; will retry"))
+            attempts = attempt
+        else:
+            after = M.after_call(journey, state, False)
+            steps.append(("call_failed", f"attempt {attempt}: {outcome.detail}"))
+        t = JourneyEnrolment
+        changed = session.execute(
+            update(t)
+            .where(t.id == r.id, t.status == "calling", t.seq == r.seq, t.lease_owner == self.owner)
+            .values(
+                status=after.status,
+                step=after.step,
+                wake_at=after.wake_at,
+                exit_reason=after.exit_reason,
+                exit_step=r.step if after.status == "exited" else None,
+                call_attempts=attempts,
+                lease_owner=None,
+                lease_until=None,
+                seq=r.seq + len(steps),
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if changed.rowcount != 1:  # type: ignore[attr-defined]
+            return  # the lease ran out and another engine took the enrolment over
+        at = at_value(session, now)
+        insert_if_absent(
+            session,
+            JourneyTransition.__table__,
+            TRANSITION_COLUMNS,
+            [(r.id, r.seq + i, r.step, o, d[:512], at) for i, (o, d) in enumerate(steps)],
+        )
 
     # --- definitions ---------------------------------------------------------------
     def journey(self, session: Session, journey_id: str) -> D.Journey:
@@ -223,12 +432,8 @@ class JourneyEngine:
         engaged = self._engagement_of(session, rows)
         marketing = self._marketing_counts(session, [r.state.contact_id for r in rows], now)
         cap = account.get_int(session, account.MARKETING_PER_WEEK)
-        states: list[tuple[Any, ...]] = []
-        transitions: list[tuple[Any, ...]] = []
-        sends: list[tuple[_Row, M.SendEffect]] = []
-        segment_changes: list[tuple[str, bool, str]] = []
-        starts: dict[str, list[str]] = defaultdict(list)
-        at = at_value(session, now)
+        zones = zones_of(session, [r.state.contact_id for r in rows])
+        counted: list[str] = []  # marketing sends counted by the run in progress
 
         def may_send(contact: str, message_class: str) -> bool:
             if message_class not in MARKETING_CLASSES:
@@ -237,57 +442,115 @@ class JourneyEngine:
                 return False
             # Counted now: a later send of the same run sees it.
             marketing[contact] += 1
+            counted.append(contact)
             return True
 
-        for row in rows:
-            journey = self._journeys[row.journey_id]
-            decider = _Decider(row.id, engaged)
-            world = M.World(decide=decider.decide, zone=_utc, may_send=may_send)
-            result = M.run(journey, row.state, now, world)
-            result = _explain_branches(result, decider.decisions)
-            if decider.problems:
-                result = _cut_at_branch(result, decider.problems[0])
-            result = _cut_unsupported(result)
-            state = result.state
-            exit_step = None
-            if state.status == "exited":
-                exit_step = result.transitions[-1].step if result.transitions else row.state.step
-                report.exits[state.exit_reason or "completed"] += 1
-            for effect in result.effects:
-                if isinstance(effect, M.SendEffect):
-                    sends.append((row, effect))
-                elif isinstance(effect, M.SegmentEffect):
-                    segment_changes.append((effect.segment, effect.add, state.contact_id))
-                elif isinstance(effect, M.StartJourneyEffect):
-                    starts[effect.journey].append(state.contact_id)
-            seq = row.seq
-            for t in result.transitions:
-                transitions.append((row.id, seq, t.step, t.outcome, t.detail[:512], at))
-                seq += 1
-            report.transitions += len(result.transitions)
-            states.append(
-                (
-                    state.status,
-                    state.step,
-                    json.dumps(sorted(state.visited)),
-                    state.visits,
-                    state.wake_at,
-                    state.waiting_for,
-                    state.exit_reason,
-                    exit_step,
-                    json.dumps([list(s) for s in state.sent]),
-                    seq,
-                    now,
-                    row.id,
-                )
+        def run(row: _Row, data: ContactData | None) -> tuple[M.Result, _Decider]:
+            counted.clear()
+            decider = _Decider(row.id, engaged, data)
+            world = M.World(
+                decide=decider.decide,
+                zone=zones.__getitem__,
+                may_send=may_send,
+                stop_at_webhook=True,
+                updated=decider.updated,
             )
-        self._write_sends(session, sends, now)
-        report.sends += len(sends)
-        bulk_update(session, JourneyEnrolment.__table__, STATE_COLUMNS, ("id",), states)
-        insert_if_absent(session, JourneyTransition.__table__, TRANSITION_COLUMNS, transitions)
-        self._apply_segments(session, segment_changes, now)
-        for name, contacts in starts.items():
+            return M.run(self._journeys[row.journey_id], row.state, now, world), decider
+
+        out = _Batch()
+        # Most runs need nothing of the contact's record. A run that reaches a branch on
+        # contact data or an update_contact is run again once those contacts are opened
+        # (one audited read for the batch): the machine is pure, so the second run is the
+        # real one and the first leaves no trace but its marketing count, given back.
+        again: list[_Row] = []
+        for row in rows:
+            result, decider = run(row, None)
+            wants = decider.needs_data or any(isinstance(e, M.UpdateEffect) for e in result.effects)
+            if wants and self.ring is not None:
+                for contact in counted:
+                    marketing[contact] -= 1
+                again.append(row)
+            else:
+                self._collect(row, result, decider, out, report, now, session)
+        if again:
+            assert self.ring is not None
+            data = ContactData(
+                session,
+                self.ring,
+                [r.state.contact_id for r in again],
+                actor=ENGINE_ACTOR,
+                now=now,
+            )
+            for row in again:
+                result, decider = run(row, data)
+                self._collect(row, result, decider, out, report, now, session)
+            if out.updates:
+                data.write(
+                    session,
+                    out.updates,
+                    actor=ENGINE_ACTOR,
+                    details={"journeys": sorted(out.updating)},
+                )
+        self._write_sends(session, out.sends, now)
+        report.sends += len(out.sends)
+        bulk_update(session, JourneyEnrolment.__table__, STATE_COLUMNS, ("id",), out.states)
+        insert_if_absent(session, JourneyTransition.__table__, TRANSITION_COLUMNS, out.transitions)
+        self._apply_segments(session, out.segment_changes, now)
+        for name, contacts in out.starts.items():
             service.enrol(session, name, contacts, now=now, source="journey")
+
+    def _collect(
+        self,
+        row: _Row,
+        result: M.Result,
+        decider: _Decider,
+        out: _Batch,
+        report: TickReport,
+        now: datetime,
+        session: Session,
+    ) -> None:
+        result = _explain_branches(result, decider.decisions)
+        if decider.problems:
+            result = _cut_at_branch(result, decider.problems[0])
+        if self.ring is None:
+            result = _cut_unsupported(result)
+        state = result.state
+        exit_step = None
+        if state.status == "exited":
+            exit_step = result.transitions[-1].step if result.transitions else row.state.step
+            report.exits[state.exit_reason or "completed"] += 1
+        for effect in result.effects:
+            if isinstance(effect, M.SendEffect):
+                out.sends.append((row, effect))
+            elif isinstance(effect, M.SegmentEffect):
+                out.segment_changes.append((effect.segment, effect.add, state.contact_id))
+            elif isinstance(effect, M.StartJourneyEffect):
+                out.starts[effect.journey].append(state.contact_id)
+            elif isinstance(effect, M.UpdateEffect):
+                out.updates.append((state.contact_id, effect.values))
+                out.updating.add(self._names[row.journey_id])
+        at = at_value(session, now)
+        seq = row.seq
+        for t in result.transitions:
+            out.transitions.append((row.id, seq, t.step, t.outcome, t.detail[:512], at))
+            seq += 1
+        report.transitions += len(result.transitions)
+        out.states.append(
+            (
+                state.status,
+                state.step,
+                json.dumps(sorted(state.visited)),
+                state.visits,
+                state.wake_at,
+                state.waiting_for,
+                state.exit_reason,
+                exit_step,
+                json.dumps([list(s) for s in state.sent]),
+                seq,
+                now,
+                row.id,
+            )
+        )
 
     def _write_sends(
         self, session: Session, sends: Sequence[tuple[_Row, M.SendEffect]], now: datetime
@@ -478,6 +741,33 @@ class JourneyEngine:
 JourneyOf = Callable[[Session, str], D.Journey]
 
 
+def _scan_triggered(session: Session) -> list[Scanned]:
+    """The newest version of each journey, if active and triggered by a scan."""
+    newest: dict[str, JourneyVersion] = {}
+    for row in session.scalars(select(JourneyVersion).order_by(JourneyVersion.version)):
+        newest[row.name] = row
+    out = []
+    for name, row in sorted(newest.items()):
+        if row.status != "active":
+            continue
+        journey = service.definition_of(row)
+        if isinstance(journey.trigger, D.SegmentTrigger | D.DateTrigger | D.InactivityTrigger):
+            out.append(Scanned(name, row.created_at, journey))
+    return out
+
+
+def _lock_scan(session: Session) -> None:
+    """Scans of several engines one at a time (PostgreSQL row lock; SQLite's write lock
+    serialises them anyway)."""
+    insert_if_absent(session, JourneyCursor.__table__, ("name", "position"), [(SCAN_CURSOR, 0)])
+    query = select(JourneyCursor).where(JourneyCursor.name == SCAN_CURSOR)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    cursor = session.scalars(query).one()
+    cursor.position += 1
+    session.flush()
+
+
 def deliver(
     session: Session,
     journey_of: JourneyOf,
@@ -544,27 +834,36 @@ def wake_one(
     return True
 
 
-def _utc(_contact: str) -> tzinfo:
-    return UTC
-
-
 def at_value(session: Session, now: datetime) -> Any:
     return driver_value(session, JourneyTransition.__table__.c.at, now)
 
 
 class _Decider:
     """The world's `decide` for one enrolment: records why each branch went its way (the
-    transition's detail) and which decision it could not make."""
+    transition's detail) and which decision it could not make. Journey predicates are
+    decided from the enrolment's own engagement; anything else from the contact's data
+    (`data`, None until the batch opened it)."""
 
-    def __init__(self, enrolment: str, engaged: dict[str, dict[str, set[tuple[str, int | None]]]]):
+    def __init__(
+        self,
+        enrolment: str,
+        engaged: dict[str, dict[str, set[tuple[str, int | None]]]],
+        data: ContactData | None,
+    ) -> None:
         self.enrolment = enrolment
         self.engaged = engaged
+        self.data = data
         self.decisions: list[str] = []
         self.problems: list[int] = []
+        self.needs_data = False
+        self.overlay: dict[str, object] = {}
+
+    def updated(self, _contact: str, values: Mapping[str, object]) -> None:
+        self.overlay.update(values)
 
     def decide(self, rule: A.Node, state: M.Enrolment) -> bool:
         try:
-            taken, why = _decide(rule, self.enrolment, state, self.engaged)
+            taken, why = _decide(rule, self.enrolment, state, self.engaged, self._contact)
         except _Unsupported as exc:
             self.problems.append(len(self.decisions))
             self.decisions.append(str(exc))
@@ -572,20 +871,37 @@ class _Decider:
         self.decisions.append(why)
         return taken
 
+    def _contact(self, rule: A.Node, state: M.Enrolment) -> tuple[bool, str]:
+        if self.data is None:
+            self.needs_data = True
+            raise _Unsupported(f"{print_rule(rule)}: needs the contact's data")
+        taken = self.data.holds(rule, state.contact_id, self.overlay)
+        # Transitions hold no PHI: whether a contact meets a rule about its record is not
+        # written down; the branch taken is the only trace.
+        return taken, f"{print_rule(rule)}: contact data (not recorded)"
+
+
+ContactRule = Callable[[A.Node, M.Enrolment], tuple[bool, str]]
+
 
 def _decide(
     rule: A.Node,
     enrolment: str,
     state: M.Enrolment,
     engaged: dict[str, dict[str, set[tuple[str, int | None]]]],
+    contact: ContactRule,
 ) -> tuple[bool, str]:
-    """A branch rule over this enrolment's own engagement, with why it came out so."""
+    """A branch rule over this enrolment's own engagement and the contact's data, with
+    why it came out so. A part with no journey predicate is one question about the
+    contact's data."""
+    if not A.journey_predicates(rule):
+        return contact(rule, state)
     if isinstance(rule, A.And | A.Or):
-        parts = [_decide(item, enrolment, state, engaged) for item in rule.items]
+        parts = [_decide(item, enrolment, state, engaged, contact) for item in rule.items]
         taken = all(p[0] for p in parts) if isinstance(rule, A.And) else any(p[0] for p in parts)
         return taken, "; ".join(p[1] for p in parts)
     if isinstance(rule, A.Not):
-        taken, why = _decide(rule.item, enrolment, state, engaged)
+        taken, why = _decide(rule.item, enrolment, state, engaged, contact)
         return not taken, f"not ({why})"
     if isinstance(rule, A.Engaged) and rule.step is not None and rule.within is None:
         events = engaged.get(enrolment, {}).get(rule.step, set())
@@ -597,7 +913,7 @@ def _decide(
         sent = any(s == rule.step for s, _ in state.sent)
         why = "true" if taken else ("false" if sent else "false (no message sent)")
         return taken, f"{print_rule(rule)} is {why}"
-    raise _Unsupported(f"{print_rule(rule)}: only opened()/clicked() of this journey's steps")
+    return contact(rule, state)
 
 
 def _explain_branches(result: M.Result, decisions: Sequence[str]) -> M.Result:
@@ -611,7 +927,7 @@ def _explain_branches(result: M.Result, decisions: Sequence[str]) -> M.Result:
     return replace(result, transitions=transitions)
 
 
-_EFFECTFUL = {"sent", "updated", "added", "removed", "started_journey", "called"}
+_EFFECTFUL = {"sent", "updated", "added", "removed", "started_journey", "calling", "called"}
 
 
 def _cut(result: M.Result, index: int, detail: str) -> M.Result:
@@ -643,8 +959,8 @@ def _cut_at_branch(result: M.Result, nth: int) -> M.Result:
 
 
 def _cut_unsupported(result: M.Result) -> M.Result:
+    """Without a key ring (an engine made for benchmarks) contacts cannot be updated."""
     for i, t in enumerate(result.transitions):
-        if t.outcome in ("updated", "called"):
-            kind = "update_contact" if t.outcome == "updated" else "webhook"
-            return _cut(result, i, f"{UNSUPPORTED}: {kind}")
+        if t.outcome == "updated":
+            return _cut(result, i, f"{UNSUPPORTED}: update_contact (no key ring)")
     return result

@@ -29,12 +29,17 @@ from carepost.journeys import definition as D
 from carepost.journeys import service
 from carepost.journeys.engine import TRANSITION_COLUMNS, at_value, wake_one
 from carepost.journeys.models import JourneyEnrolment, JourneyTransition, JourneyVersion
+from carepost.staff.principal import Principal
 from carepost.tracking.service import record_event
 
 Props = Mapping[str, str | int | float | bool | None]
 
 
 class EventError(ValueError):
+    pass
+
+
+class NoSuchContact(EventError, LookupError):
     pass
 
 
@@ -75,11 +80,17 @@ def do_send_event(
     *,
     actor: Actor,
     clock: Clock = system_clock,
+    principal: Principal | None = None,
 ) -> EventOutcome:
+    """Record the event, enrol the contact in the journeys it triggers, wake the
+    contact's enrolments waiting for it and end those whose goal it is. `principal`:
+    a staff caller (the API), checked for `events:write`; None is the system."""
+    if principal is not None:
+        principal.require("events:write")
     if not D.EVENT_NAME.match(name):
         raise EventError("an event name like purchase or form_submitted:newsletter")
     if session.get(Contact, contact_id) is None:
-        raise EventError(f"no contact {contact_id!r}")
+        raise NoSuchContact(f"no contact {contact_id!r}")
     now = clock()
     outcome = EventOutcome()
     record_event(session, contact_id=contact_id, kind="api_event", at=now, name=name)

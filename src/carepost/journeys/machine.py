@@ -13,7 +13,7 @@ enrolment takes at most `max_steps` steps (`step_limit`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta, tzinfo
 from typing import Literal
@@ -21,7 +21,8 @@ from typing import Literal
 from carepost.journeys import definition as D
 from carepost.segments import ast as A
 
-Status = Literal["active", "waiting", "exited"]
+# calling: at a webhook step, between two transactions (the engine calls it outside any).
+Status = Literal["active", "waiting", "calling", "exited"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,13 @@ class World:
     zone: Callable[[str], tzinfo]
     # Frequency cap: False refuses a marketing send (the step is skipped, not retried).
     may_send: Callable[[str, str], bool] = field(default=lambda contact, cls: True)
+    # The durable engine calls webhooks outside its transaction: the run stops at one
+    # (status calling) and `after_call` goes on. The dry run takes every call as made.
+    stop_at_webhook: bool = False
+    # Told of each update_contact, so a later branch in the same run sees the new values.
+    updated: Callable[[str, Mapping[str, object]], None] = field(
+        default=lambda contact, values: None
+    )
 
 
 @dataclass(frozen=True)
@@ -136,6 +144,18 @@ def deliver_event(journey: D.Journey, state: Enrolment, event: str, now: datetim
     if step.next is None:
         return _exit(state, "completed")
     return replace(state, status="active", step=step.next, wake_at=None, waiting_for=None)
+
+
+def after_call(journey: D.Journey, state: Enrolment, ok: bool) -> Enrolment:
+    """A webhook step's call ended: on to the next step, or (it failed for good) to
+    `on_failure`, else the enrolment exits with `webhook_failed`."""
+    step = journey.step(state.step or "")
+    action = step.action
+    assert isinstance(action, D.Webhook)  # only webhook steps make an enrolment call
+    target = step.next if ok else action.on_failure
+    if target is None:
+        return _exit(state, "completed" if ok else "webhook_failed")
+    return replace(state, status="active", step=target, wake_at=None, waiting_for=None)
 
 
 def waiting_key(action: D.Wait) -> str | None:
@@ -207,6 +227,7 @@ def _step(
     elif isinstance(action, D.UpdateContact):
         effects.append(UpdateEffect(step.id, dict(action.set)))
         transitions.append(Transition(step.id, "updated"))
+        world.updated(state.contact_id, action.set)
     elif isinstance(action, D.SegmentChange):
         effects.append(SegmentEffect(step.id, action.segment, action.add))
         transitions.append(Transition(step.id, "added" if action.add else "removed"))
@@ -218,6 +239,9 @@ def _step(
         transitions.append(Transition(step.id, "started_journey", action.journey))
     elif isinstance(action, D.Webhook):
         effects.append(WebhookEffect(step.id, visit, action.url, action.timeout))
+        if world.stop_at_webhook:
+            transitions.append(Transition(step.id, "calling"))
+            return replace(state, status="calling", wake_at=now, waiting_for=None)
         transitions.append(Transition(step.id, "called"))
     else:
         transitions.append(Transition(step.id, "exited", "exit_step"))

@@ -78,7 +78,7 @@ class JourneyEnrolment(Base):
     contact_id: Mapped[str] = mapped_column(
         String(32), ForeignKey("contacts.id", ondelete="CASCADE")
     )
-    status: Mapped[str] = mapped_column(String(8))  # active | waiting | exited
+    status: Mapped[str] = mapped_column(String(8))  # active | waiting | calling | exited
     step: Mapped[str | None] = mapped_column(String(64), nullable=True)
     visited: Mapped[str] = mapped_column(Text)  # JSON list of step ids
     visits: Mapped[int] = mapped_column(Integer)
@@ -88,10 +88,12 @@ class JourneyEnrolment(Base):
     exit_step: Mapped[str | None] = mapped_column(String(64), nullable=True)
     sent: Mapped[str] = mapped_column(Text)  # JSON list of [send step, visit]
     seq: Mapped[int] = mapped_column(Integer)  # transitions written so far
-    # Reserved for steps that talk to the outside world between two transactions
-    # (webhooks); a tick claims and applies in one transaction and leaves them empty.
+    # A webhook call in progress (status 'calling'): made between two transactions, so
+    # the engine that claimed it holds a lease (journeys/engine.py call_webhooks).
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Failed attempts of the webhook step the enrolment is calling (status 'calling').
+    call_attempts: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
     enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -131,3 +133,39 @@ class JourneyCursor(Base):
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     position: Mapped[int] = mapped_column(BigInteger)
+
+
+class JourneyScan(Base):
+    """A scan-triggered journey (segment) whose baseline was taken: membership before it
+    is not an entry."""
+
+    __tablename__ = "journey_scans"
+
+    journey_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    scanned_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class JourneySegmentMember(Base):
+    """The members of a segment-triggered journey's segment at its last scan: the next
+    scan's difference is who entered and who left."""
+
+    __tablename__ = "journey_segment_members"
+
+    journey_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    contact_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class JourneyOccurrence(Base):
+    """A date trigger fired for a contact on this occurrence (the local date of the
+    birthday, visit or appointment plus the offset): once per occurrence, ever."""
+
+    __tablename__ = "journey_occurrences"
+
+    journey_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    contact_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    occurrence: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD
+    at: Mapped[datetime] = mapped_column(UTCDateTime)

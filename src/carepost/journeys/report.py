@@ -20,11 +20,13 @@ from carepost.journeys.models import (
     JourneyTransition,
     JourneyVersion,
 )
+from carepost.staff.principal import Principal
 from carepost.tracking.models import EngagementEvent
 
 # Outcomes that are not a visit of the step: entering the journey, waking from a wait,
-# reaching the goal, and the guards that stop an enrolment before the step runs.
-NOT_VISITS = ("enrolled", "woke", "timed_out", "goal")
+# reaching the goal, moving to another version, and the guards that stop an enrolment
+# before the step runs.
+NOT_VISITS = ("enrolled", "woke", "timed_out", "goal", "migrated")
 GUARDS = ("loop_guard", "step_limit")
 FINISHED = ("completed", "exit_step")
 
@@ -67,10 +69,15 @@ class JourneyReport:
         }
 
 
-def journey_report(session: Session, name: str) -> JourneyReport:
+def journey_report(
+    session: Session, name: str, *, principal: Principal | None = None
+) -> JourneyReport:
+    """Counts per step (no PHI): `reports:read`."""
+    if principal is not None:
+        principal.require("reports:read")
     row = service.current_version(session, name)
     if row is None:
-        raise service.JourneyError(f"no journey {name!r}")
+        raise service.JourneyNotFound(f"no journey {name!r}")
     journey = service.definition_of(row)
     versions = int(session.scalar(select(func.count()).where(JourneyVersion.name == name)) or 0)
     e, t = JourneyEnrolment, JourneyTransition

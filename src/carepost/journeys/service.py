@@ -36,15 +36,23 @@ from carepost.journeys.models import (
     JourneyVersion,
 )
 from carepost.segments.models import Segment
+from carepost.staff.principal import Principal
 
 STATUSES = ("active", "paused")
-# Steps the engine cannot carry out yet: an enrolment reaching one exits with
-# `unsupported_step` (journeys/engine.py), never a pretended success.
-UNSUPPORTED_STEPS = (D.UpdateContact, D.Webhook)
 
 
 class JourneyError(ValueError):
     pass
+
+
+class JourneyNotFound(JourneyError):
+    pass
+
+
+def _require(principal: Principal | None, *permissions: str) -> None:
+    # None is the trusted caller (the command line on the server, the engine).
+    if principal is not None:
+        principal.require(*permissions)
 
 
 def _json_default(value: object) -> str:
@@ -72,10 +80,12 @@ def do_publish_journey(
     sender_id: str,
     topic: str | None = None,
     actor: Actor,
+    principal: Principal | None = None,
     clock: Clock = system_clock,
 ) -> Published:
     """A new version of the journey the document describes; it takes new enrolments from
     now on, while running enrolments finish on their own version."""
+    _require(principal, "journeys:write")
     doc = parse_document(text)
     journey = D.check(doc)
     topic = topic or journey.name
@@ -107,11 +117,11 @@ def do_publish_journey(
             if seg is None or seg.kind != "static":
                 kind = "add_to_segment" if action.add else "remove_from_segment"
                 problems.append((f"{where}.{kind}.segment", f"no static list {action.segment!r}"))
-        elif isinstance(action, UNSUPPORTED_STEPS):
-            warnings.append(
-                f"{where}: this engine does not carry out {type(action).__name__} steps yet; "
-                "an enrolment that reaches it exits with unsupported_step"
-            )
+    trigger = journey.trigger
+    if isinstance(trigger, D.SegmentTrigger):
+        seg = session.scalars(select(Segment).where(Segment.name == trigger.segment)).first()
+        if seg is None:
+            problems.append(("trigger.segment.name", f"no segment {trigger.segment!r}"))
     if problems:
         raise D.DefinitionError(problems)
     at = clock()
@@ -164,15 +174,22 @@ def do_publish_journey(
 
 
 def do_set_status(
-    session: Session, name: str, status: str, *, actor: Actor, clock: Clock = system_clock
+    session: Session,
+    name: str,
+    status: str,
+    *,
+    actor: Actor,
+    principal: Principal | None = None,
+    clock: Clock = system_clock,
 ) -> int:
     """Pause or resume every version of a journey: a paused journey takes no enrolments,
     its enrolments do not move and its queued messages wait (the hidden campaigns pause)."""
+    _require(principal, "journeys:write")
     if status not in STATUSES:
         raise JourneyError(f"status: one of {', '.join(STATUSES)}")
     ids = list(session.scalars(select(JourneyVersion.id).where(JourneyVersion.name == name)))
     if not ids:
-        raise JourneyError(f"no journey {name!r}")
+        raise JourneyNotFound(f"no journey {name!r}")
     session.execute(update(JourneyVersion).where(JourneyVersion.id.in_(ids)).values(status=status))
     campaign_ids = list(
         session.scalars(select(JourneySend.campaign_id).where(JourneySend.journey_id.in_(ids)))
@@ -209,20 +226,24 @@ class JourneySummary:
         return dict(self.__dict__)
 
 
-def list_journeys(session: Session) -> list[JourneySummary]:
-    """The newest version of each journey, with its enrolments (all versions) by status."""
+def list_journeys(
+    session: Session, names: Sequence[str] | None = None, *, principal: Principal | None = None
+) -> list[JourneySummary]:
+    """The newest version of each journey (or of those `names`, in that order), with its
+    enrolments (all versions) by status."""
+    _require(principal, "journeys:read")
+    counting = select(
+        JourneyEnrolment.journey_name, JourneyEnrolment.status, func.count()
+    ).group_by(JourneyEnrolment.journey_name, JourneyEnrolment.status)
+    versions = select(JourneyVersion).order_by(JourneyVersion.name, JourneyVersion.version)
+    if names is not None:
+        counting = counting.where(JourneyEnrolment.journey_name.in_(names))
+        versions = versions.where(JourneyVersion.name.in_(names))
     counts: dict[tuple[str, str], int] = {
-        (str(n), str(s)): int(c)
-        for n, s, c in session.execute(
-            select(JourneyEnrolment.journey_name, JourneyEnrolment.status, func.count()).group_by(
-                JourneyEnrolment.journey_name, JourneyEnrolment.status
-            )
-        )
+        (str(n), str(s)): int(c) for n, s, c in session.execute(counting)
     }
     out = []
-    rows = session.scalars(
-        select(JourneyVersion).order_by(JourneyVersion.name, JourneyVersion.version)
-    )
+    rows = session.scalars(versions)
     newest: dict[str, JourneyVersion] = {r.name: r for r in rows}
     for name, row in newest.items():
         trigger = type(definition_of(row).trigger).__name__.removesuffix("Trigger").lower()
@@ -238,7 +259,42 @@ def list_journeys(session: Session) -> list[JourneySummary]:
                 counts.get((name, "exited"), 0),
             )
         )
+    if names is not None:
+        order = {n: i for i, n in enumerate(names)}
+        out.sort(key=lambda j: order[j.name])
     return out
+
+
+def journey_page(
+    session: Session, *, after: str | None, limit: int, principal: Principal | None = None
+) -> list[tuple[str, JourneySummary]]:
+    """Up to `limit` journeys ordered by the id of their first version, after that id:
+    (first version id, summary) pairs (the API's cursor pages, keyed on ids only)."""
+    _require(principal, "journeys:read")
+    first = func.min(JourneyVersion.id)
+    query = select(first, JourneyVersion.name).group_by(JourneyVersion.name)
+    if after is not None:
+        query = query.having(first > after)
+    keys = [(str(k), str(n)) for k, n in session.execute(query.order_by(first).limit(limit))]
+    summaries = list_journeys(session, [n for _, n in keys]) if keys else []
+    return list(zip([k for k, _ in keys], summaries, strict=True))
+
+
+def journey_versions(
+    session: Session, name: str, *, principal: Principal | None = None
+) -> list[JourneyVersion]:
+    """Every version of journey `name`, newest first."""
+    _require(principal, "journeys:read")
+    rows = list(
+        session.scalars(
+            select(JourneyVersion)
+            .where(JourneyVersion.name == name)
+            .order_by(JourneyVersion.version.desc())
+        )
+    )
+    if not rows:
+        raise JourneyNotFound(f"no journey {name!r}")
+    return rows
 
 
 def current_version(session: Session, name: str) -> JourneyVersion | None:
@@ -352,11 +408,13 @@ def do_enrol(
     contact_ids: Sequence[str],
     *,
     actor: Actor,
+    principal: Principal | None = None,
     clock: Clock = system_clock,
 ) -> EnrolOutcome:
-    """Manual enrolment (`carepost journey enrol`), audited."""
+    """Manual enrolment (`carepost journey enrol`, the API), audited."""
+    _require(principal, "journeys:write")
     if current_version(session, name) is None:
-        raise JourneyError(f"no journey {name!r}")
+        raise JourneyNotFound(f"no journey {name!r}")
     ids = list(dict.fromkeys(contact_ids))
     found = set(session.scalars(select(Contact.id).where(Contact.id.in_(ids))))
     missing = [c for c in ids if c not in found]

@@ -36,6 +36,7 @@ from carepost.segments.parser import parse
 from carepost.segments.printer import print_rule
 from carepost.segments.service import definitions
 from carepost.segments.snapshot import build_snapshot_of
+from carepost.staff.principal import Principal
 from carepost.tracking.destinations import links_of
 
 VIEWED = "reports.campaign_viewed"
@@ -60,9 +61,14 @@ def campaign_report(
     *,
     options: Options = Options(),
     actor: Actor,
+    principal: Principal | None = None,
     clock: Clock = system_clock,
 ) -> CampaignReport:
-    """The report of the campaign with id (or unique name) `ref`."""
+    """The report of the campaign with id (or unique name) `ref`. De-identified
+    aggregates: `reports:read` (the clause split decrypts the recipients for the
+    process, audited under `actor`, and shows only counts)."""
+    if principal is not None:
+        principal.require("reports:read")
     if options.min_domain_recipients < 1:
         raise ReportError("the smallest domain shown needs at least 1 recipient")
     with queries.consistent_read(engine) as conn:
@@ -206,10 +212,13 @@ def do_record_view(
     *,
     actor: Actor,
     exports: Sequence[str] = (),
+    principal: Principal | None = None,
     clock: Clock = system_clock,
 ) -> None:
     """Audit that `actor` read the report (aggregates only; the clause split's
     decryption has its own entry). `exports`: the kinds of file written (csv, svg)."""
+    if principal is not None:
+        principal.require("reports:read")
     clauses = report.clauses
     audit.append(
         session,

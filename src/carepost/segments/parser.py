@@ -99,11 +99,17 @@ def tokenize(text: str) -> list[Token]:
                     line += 1
                     line_start = pos + i + 1
         elif kind == "duration":
-            n = int(raw[:-1])
+            try:
+                n = int(raw[:-1])
+            except ValueError:
+                raise RuleError("number too long", line=line, column=column) from None
             days = n * 7 if raw[-1] == "w" else n
             tokens.append(Token("duration", raw, days, line, column))
         elif kind == "number":
-            value: Any = float(raw) if any(c in raw for c in ".eE") else int(raw)
+            try:
+                value: Any = float(raw) if any(c in raw for c in ".eE") else int(raw)
+            except ValueError:  # an integer past Python's 4,300-digit conversion limit
+                raise RuleError("number too long", line=line, column=column) from None
             tokens.append(Token("number", raw, value, line, column))
         elif kind == "string":
             try:

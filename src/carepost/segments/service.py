@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session
 
 from carepost.audit import service as audit
@@ -40,6 +40,7 @@ from carepost.segments.parser import parse
 from carepost.segments.printer import print_rule
 from carepost.segments.snapshot import Snapshot, build_snapshot
 from carepost.segments.stage import DEFAULT_RULES, StageRules
+from carepost.staff.principal import Principal
 
 NAME_MAX = 128
 FREEZE_CHUNK = 10_000
@@ -47,6 +48,16 @@ FREEZE_CHUNK = 10_000
 
 class SegmentError(ValueError):
     pass
+
+
+class SegmentNotFound(SegmentError):
+    pass
+
+
+def _require(principal: Principal | None, *permissions: str) -> None:
+    # None is the trusted caller (the command line on the server, workers).
+    if principal is not None:
+        principal.require(*permissions)
 
 
 @dataclass(frozen=True)
@@ -85,7 +96,7 @@ def get_segment(session: Session, name: str) -> Segment:
         from carepost.segments.parser import nearest
 
         hint = nearest(name, known)
-        raise SegmentError(
+        raise SegmentNotFound(
             f"no segment named {name!r}" + (f"; did you mean {hint!r}?" if hint else "")
         )
     return seg
@@ -169,10 +180,12 @@ def save_segment(
     *,
     actor: Actor,
     description: str = "",
+    principal: Principal | None = None,
     clock: Clock = system_clock,
 ) -> tuple[Segment, int, bool]:
     """Create a dynamic segment or give it a new rule version. Returns (segment, version,
     changed); saving the same rule again changes nothing. Cycles are rejected."""
+    _require(principal, "segments:write")
     name = _check_name(name)
     node = parse(rule) if isinstance(rule, str) else rule
     if A.journey_predicates(node):
@@ -234,9 +247,11 @@ def save_static_list(
     *,
     actor: Actor,
     description: str = "",
+    principal: Principal | None = None,
     clock: Clock = system_clock,
 ) -> Segment:
     """Create or replace a static list of explicit members (contacts must exist)."""
+    _require(principal, "segments:write")
     name = _check_name(name)
     ids = sorted(set(contact_ids))
     found: set[str] = set()
@@ -279,31 +294,138 @@ def save_static_list(
     return seg
 
 
-def list_segments(session: Session) -> list[SegmentSummary]:
-    out = []
-    for seg in session.scalars(select(Segment).order_by(Segment.name)):
-        cur = current_rule(session, seg)
-        members = None
-        if seg.kind == "static":
-            members = len(
-                list(
-                    session.scalars(
-                        select(StaticMember.contact_id).where(StaticMember.segment_id == seg.id)
-                    )
+@dataclass(frozen=True)
+class MembersChanged:
+    added: int
+    removed: int
+    members: int
+
+
+def do_change_static_members(
+    session: Session,
+    name: str,
+    *,
+    add: Sequence[str] = (),
+    remove: Sequence[str] = (),
+    actor: Actor,
+    principal: Principal | None = None,
+    clock: Clock = system_clock,
+) -> MembersChanged:
+    """Add and remove members of a static list (added contacts must exist; adding a
+    member or removing a non-member changes nothing). One audit entry names the
+    contacts actually added or removed."""
+    _require(principal, "segments:write")
+    seg = get_segment(session, name)
+    if seg.kind != "static":
+        raise SegmentError(f"{name!r} is a dynamic segment; its rule decides its members")
+    to_add, to_remove = set(add), set(remove)
+    if to_add & to_remove:
+        raise SegmentError("a contact id is both added and removed")
+    wanted = sorted(to_add | to_remove)
+    current: set[str] = set()
+    found: set[str] = set()
+    for start in range(0, len(wanted), 1000):
+        chunk = wanted[start : start + 1000]
+        current.update(
+            session.scalars(
+                select(StaticMember.contact_id).where(
+                    StaticMember.segment_id == seg.id, StaticMember.contact_id.in_(chunk)
                 )
             )
-        out.append(
-            SegmentSummary(
-                seg.id,
-                seg.name,
-                seg.kind,
-                seg.current_version,
-                cur.rule_text if cur else None,
-                members,
-                seg.updated_at,
+        )
+        found.update(session.scalars(select(Contact.id).where(Contact.id.in_(chunk))))
+    missing = sorted(to_add - found)
+    if missing:
+        raise SegmentError(f"{len(missing)} contact id(s) not found, e.g. {missing[0]}")
+    added = sorted(to_add - current)
+    removed = sorted(to_remove & current)
+    now = clock()
+    session.add_all(StaticMember(segment_id=seg.id, contact_id=c, added_at=now) for c in added)
+    for start in range(0, len(removed), 1000):
+        session.execute(
+            delete(StaticMember).where(
+                StaticMember.segment_id == seg.id,
+                StaticMember.contact_id.in_(removed[start : start + 1000]),
             )
         )
-    return out
+    if added or removed:
+        seg.updated_at = now
+        audit.append(
+            session,
+            actor=actor,
+            action="segments.static_list_changed",
+            subjects=added + removed,
+            details={"segment": seg.id, "name": name, "added": len(added), "removed": len(removed)},
+            clock=clock,
+        )
+    session.flush()
+    members = int(
+        session.scalar(select(func.count()).where(StaticMember.segment_id == seg.id)) or 0
+    )
+    return MembersChanged(len(added), len(removed), members)
+
+
+def _summary(session: Session, seg: Segment) -> SegmentSummary:
+    cur = current_rule(session, seg)
+    members = None
+    if seg.kind == "static":
+        members = int(
+            session.scalar(select(func.count()).where(StaticMember.segment_id == seg.id)) or 0
+        )
+    return SegmentSummary(
+        seg.id,
+        seg.name,
+        seg.kind,
+        seg.current_version,
+        cur.rule_text if cur else None,
+        members,
+        seg.updated_at,
+    )
+
+
+def list_segments(session: Session) -> list[SegmentSummary]:
+    return [
+        _summary(session, seg) for seg in session.scalars(select(Segment).order_by(Segment.name))
+    ]
+
+
+def segment_page(
+    session: Session,
+    *,
+    after: str | None,
+    limit: int,
+    principal: Principal | None = None,
+) -> list[SegmentSummary]:
+    """Up to `limit` segments in id (creation) order after the id `after`: the API's
+    cursor pages, keyed on ids only."""
+    _require(principal, "segments:read")
+    query = select(Segment).order_by(Segment.id).limit(limit)
+    if after is not None:
+        query = query.where(Segment.id > after)
+    return [_summary(session, seg) for seg in session.scalars(query)]
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: int
+    rule: str
+    created_at: datetime
+    created_by: str
+
+
+def segment_versions(
+    session: Session, name: str, *, principal: Principal | None = None
+) -> tuple[SegmentSummary, list[VersionInfo]]:
+    """A segment's summary and every rule version, newest first (none for a list)."""
+    _require(principal, "segments:read")
+    seg = get_segment(session, name)
+    rows = session.scalars(
+        select(SegmentVersion)
+        .where(SegmentVersion.segment_id == seg.id)
+        .order_by(SegmentVersion.version.desc())
+    )
+    versions = [VersionInfo(v.version, v.rule_text, v.created_at, v.created_by) for v in rows]
+    return _summary(session, seg), versions
 
 
 def segment_node(session: Session, seg: Segment) -> A.Node:
@@ -454,10 +576,27 @@ class SegmentEngine:
             node, self.snapshot, at or self.clock(), segments=defs, rules=self.rules, name=name
         )
 
-    def count(self, rule: str | A.Node, at: datetime | None = None) -> int:
-        return int(self.evaluate(rule, at).sum())
+    def count(
+        self,
+        rule: str | A.Node,
+        at: datetime | None = None,
+        *,
+        name: str | None = None,
+        principal: Principal | None = None,
+    ) -> int:
+        _require(principal, "segments:read")
+        return int(self.evaluate(rule, at, name=name).sum())
 
-    def members(self, rule: str | A.Node, at: datetime | None = None) -> list[str]:
-        mask = self.evaluate(rule, at)
+    def members(
+        self,
+        rule: str | A.Node,
+        at: datetime | None = None,
+        *,
+        name: str | None = None,
+        principal: Principal | None = None,
+    ) -> list[str]:
+        """Member ids (in snapshot order). Ids are not PHI; what is read about them is."""
+        _require(principal, "segments:read")
+        mask = self.evaluate(rule, at, name=name)
         snap = self.snapshot
         return [snap.ids[i] for i in mask.nonzero()[0]]

@@ -8,9 +8,14 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from carepost.api import problems
+from carepost.api.app import PREFIX as API_PREFIX
+from carepost.api.app import create_api_app
 from carepost.clock import Clock, system_clock
 from carepost.db import read_only
 from carepost.portal.limits import PortalLimits
@@ -89,8 +94,22 @@ def create_app(
             return JSONResponse({"status": "unavailable"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
+    async def api_aware_http_error(request: Request, exc: Exception) -> Response:
+        # A path under /api/v1 that the mount cannot take (a newline in it: the mount's
+        # pattern does not match one) still gets the API's problem document.
+        assert isinstance(exc, StarletteHTTPException)
+        if request.url.path.startswith(API_PREFIX + "/"):
+            status = exc.status_code
+            return problems.response(
+                problems.Problem(status, "not-found" if status == 404 else "error", "no such path"),
+                request.url.path,
+            )
+        return await http_exception_handler(request, exc)
+
+    app.add_exception_handler(StarletteHTTPException, api_aware_http_error)
     app.include_router(unsubscribe.router)
     app.include_router(portal.router)
     app.include_router(login.router)
     app.mount("/t", tracking)
+    app.mount(API_PREFIX, create_api_app(workspace, clock=clock))
     return app

@@ -344,6 +344,43 @@ def _convert(
                     attrs[target[5:]] = cell
                 else:
                     values[target] = cell
+    item, errors = convert_values(
+        values,
+        attrs,
+        source_system=mapping.source_system,
+        date_format=mapping.date_format,
+        today=today,
+        origin=f"line {line}",
+    )
+    if item is None:
+        problems = []
+        for field_name, message in errors:
+            if field_name == MATCH_KEY:
+                problems.append(ImportProblem(f"line {line}", message))
+                continue
+            col = targets.index(field_name) + 1
+            problems.append(
+                ImportProblem(f"line {line}, column {col} {headers[col - 1]!r}", message)
+            )
+        return None, problems
+    return item, []
+
+
+MATCH_KEY = ""  # the field name of the "needs an external_id or an email" problem
+
+
+def convert_values(
+    values: dict[str, str],
+    attrs: dict[str, str],
+    *,
+    source_system: str,
+    date_format: str = "%Y-%m-%d",
+    today: date,
+    origin: str = "",
+) -> tuple[ContactInput | None, list[tuple[str, str]]]:
+    """One contact from its field values (FIELDS names, stripped, non-empty) and
+    attributes: the input to write, or None and every (field, problem) found. Shared by
+    the CSV import and the REST API's bulk upsert; messages never carry the value."""
     record: Record = {"v": RECORD_VERSION}
     lookups: list[tuple[str, str]] = []
     errors: list[tuple[str, str]] = []  # (field, message)
@@ -370,7 +407,7 @@ def _convert(
     value = get("birth_date")
     if value is not None:
         try:
-            record["birth_date"] = _parse_date(value, mapping.date_format, today)
+            record["birth_date"] = _parse_date(value, date_format, today)
         except CellError as exc:
             errors.append(("birth_date", str(exc)))
     value = get("sex")
@@ -409,24 +446,12 @@ def _convert(
     if attrs:
         record["attributes"] = attrs
     value = get("external_id")
-    source_key = (
-        f"csv:{mapping.source_system}:{normalize_identifier(value)}" if value is not None else None
-    )
-    if errors or (source_key is None and "emails" not in record):
-        problems = []
-        for field_name, message in errors:
-            col = targets.index(field_name) + 1
-            problems.append(
-                ImportProblem(f"line {line}, column {col} {headers[col - 1]!r}", message)
-            )
-        if source_key is None and "emails" not in record:
-            problems.append(
-                ImportProblem(
-                    f"line {line}", "a row needs an external_id or an email to be matched"
-                )
-            )
-        return None, problems
-    return ContactInput(source_key, record, lookups, "Contact", f"line {line}"), []
+    source_key = f"csv:{source_system}:{normalize_identifier(value)}" if value is not None else None
+    if source_key is None and "emails" not in record:
+        errors.append((MATCH_KEY, "a row needs an external_id or an email to be matched"))
+    if errors:
+        return None, errors
+    return ContactInput(source_key, record, lookups, "Contact", origin), []
 
 
 def _address(values: dict[str, str], record: Record, errors: list[tuple[str, str]]) -> None:

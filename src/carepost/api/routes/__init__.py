@@ -1,0 +1,1 @@
+"""One module per resource, each with a `router`; app.py includes them in ROUTERS order."""
