@@ -67,3 +67,28 @@ def test_unknown_route_is_a_404_problem(site: ApiSite) -> None:
     assert answer.status_code == 404
     assert answer.headers["content-type"] == "application/problem+json"
     assert answer.json()["title"] == "Not found"
+
+
+def test_a_nul_character_is_refused_where_it_is_and_nothing_is_written(site: ApiSite) -> None:
+    # PostgreSQL's text cannot hold U+0000; the API refuses it on both engines alike.
+    with site.client(site.key("marketer")) as c:
+        body = c.post(
+            "/campaigns",
+            content=b'{"name": "n", "segment": "s", "template": "a\\u0000b", "sender": "x",'
+            b' "topic": "t", "tags": {"k\\u0000": 1}}',
+            headers={"Content-Type": "application/json"},
+        )
+        path = c.get("/templates/a%00b")
+        query = c.get("/campaigns", params={"cursor": "\x00"})
+        listed = c.get("/campaigns")
+    for answer, pointers in (
+        (body, {"/body/template", "/body/tags/k\\u0000"}),
+        (path, {"/path/name"}),
+        (query, {"/query/cursor"}),
+    ):
+        assert answer.status_code == 422, answer.text
+        problem = answer.json()
+        assert {e["pointer"] for e in problem["errors"]} == pointers
+        assert all("NUL" in e["detail"] for e in problem["errors"])
+        assert "\x00" not in answer.text
+    assert listed.json()["items"] == []

@@ -13,10 +13,11 @@ from carepost.api.context import Caller, guard
 from carepost.api.pagination import CursorParam, Limit, Page, decode_cursor, page
 from carepost.api.params import Rfc3339
 from carepost.api.responses import problems
+from carepost.api.text_guard import NulFreeRoute
 from carepost.audit import service
 from carepost.clock import isoformat_utc
 
-router = APIRouter(tags=["audit"])
+router = APIRouter(tags=["audit"], route_class=NulFreeRoute)
 
 
 class AuditEntryOut(BaseModel):

@@ -18,13 +18,14 @@ from carepost.api.pagination import CursorParam, Limit, Page, after_id, page_of
 from carepost.api.params import Rfc3339
 from carepost.api.problems import Problem
 from carepost.api.routes.segments import shared
+from carepost.api.text_guard import NulFreeRoute
 from carepost.campaigns import service
 from carepost.campaigns.models import Campaign
 from carepost.reports import service as reports
 from carepost.reports.splits import DEFAULT_MIN_DOMAIN_RECIPIENTS
 from carepost.segments.service import SegmentEngine
 
-router = APIRouter(tags=["campaigns"])
+router = APIRouter(tags=["campaigns"], route_class=NulFreeRoute)
 
 
 class CampaignIn(BaseModel):

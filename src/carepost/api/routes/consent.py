@@ -15,11 +15,12 @@ from carepost.api.context import Caller, guard
 from carepost.api.idempotency import Once
 from carepost.api.params import IdPath, Rfc3339
 from carepost.api.responses import problems
+from carepost.api.text_guard import NulFreeRoute
 from carepost.consent import service
 from carepost.consent.records import CHANNELS, CONSENT_SOURCES, CONSENT_STATUSES
 from carepost.contacts.service import require_live
 
-router = APIRouter(tags=["consent"])
+router = APIRouter(tags=["consent"], route_class=NulFreeRoute)
 
 Channel = Literal[CHANNELS]  # type: ignore[valid-type]
 Source = Literal[CONSENT_SOURCES]  # type: ignore[valid-type]

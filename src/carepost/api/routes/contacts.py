@@ -19,10 +19,11 @@ from carepost.api.pagination import CursorParam, Limit, Page, decode_cursor, pag
 from carepost.api.params import IdPath
 from carepost.api.purpose import Purpose
 from carepost.api.responses import problems
+from carepost.api.text_guard import NulFreeRoute
 from carepost.contacts import phi, service, upsert
 from carepost.contacts.record import FACT_KINDS
 
-router = APIRouter(tags=["contacts"])
+router = APIRouter(tags=["contacts"], route_class=NulFreeRoute)
 
 PHI_NOTE = (
     "phi:read, or phi:read_recipients for contacts one's own messages went to, or a live "

@@ -12,9 +12,10 @@ from carepost.api.context import Caller, guard
 from carepost.api.idempotency import Once
 from carepost.api.params import IdField
 from carepost.api.responses import problems
+from carepost.api.text_guard import NulFreeRoute
 from carepost.journeys import events
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], route_class=NulFreeRoute)
 
 
 class EventIn(BaseModel):

@@ -10,9 +10,10 @@ from fastapi import APIRouter
 from carepost.api.context import Caller, guard
 from carepost.api.params import IdPath
 from carepost.api.responses import problems
+from carepost.api.text_guard import NulFreeRoute
 from carepost.delivery import evidence as delivery_evidence
 
-router = APIRouter(tags=["evidence"])
+router = APIRouter(tags=["evidence"], route_class=NulFreeRoute)
 
 
 @router.get(

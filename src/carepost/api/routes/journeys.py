@@ -16,9 +16,10 @@ from sqlalchemy.orm import Session
 from carepost.api.context import ApiContext, Caller, guard
 from carepost.api.idempotency import IdempotentRequest, Once
 from carepost.api.pagination import CursorParam, Limit, Page, after_id, page_of
+from carepost.api.text_guard import NulFreeRoute
 from carepost.journeys import report, service
 
-router = APIRouter(tags=["journeys"])
+router = APIRouter(tags=["journeys"], route_class=NulFreeRoute)
 
 
 class JourneySummary(BaseModel):

@@ -8,8 +8,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from carepost.api.context import Caller
+from carepost.api.text_guard import NulFreeRoute
 
-router = APIRouter(tags=["me"])
+router = APIRouter(tags=["me"], route_class=NulFreeRoute)
 
 
 class Me(BaseModel):

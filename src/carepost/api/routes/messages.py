@@ -16,10 +16,11 @@ from sqlalchemy.orm import Session
 
 from carepost.api.context import Caller, guard
 from carepost.api.idempotency import Once
+from carepost.api.text_guard import NulFreeRoute
 from carepost.messages.data import DataValue
 from carepost.messages.service import ONE_OFF_CLASSES, PERMISSION, do_send_message, message_status
 
-router = APIRouter(tags=["messages"])
+router = APIRouter(tags=["messages"], route_class=NulFreeRoute)
 
 
 class SendMessage(BaseModel):

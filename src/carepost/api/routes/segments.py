@@ -19,13 +19,14 @@ from carepost.api.params import Rfc3339
 from carepost.api.problems import Problem
 from carepost.api.purpose import Purpose
 from carepost.api.segment_engine import SharedSegments
+from carepost.api.text_guard import NulFreeRoute
 from carepost.contacts import phi
 from carepost.segments import ast as A
 from carepost.segments import service
 from carepost.segments.parser import parse
 from carepost.segments.printer import print_rule
 
-router = APIRouter(tags=["segments"])
+router = APIRouter(tags=["segments"], route_class=NulFreeRoute)
 PREVIEW_MAX = 100
 
 SegmentName = Annotated[str, Field(min_length=1, max_length=service.NAME_MAX)]

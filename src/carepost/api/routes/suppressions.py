@@ -17,11 +17,12 @@ from carepost.api.idempotency import Once
 from carepost.api.pagination import CursorParam, Limit, Page, decode_cursor, page
 from carepost.api.params import ID_PATTERN, IdField, IdPath
 from carepost.api.responses import problems
+from carepost.api.text_guard import NulFreeRoute
 from carepost.consent import service
 from carepost.consent.records import CHANNELS, CONSENT_SOURCES, SUPPRESSION_REASONS
 from carepost.contacts.service import require_live
 
-router = APIRouter(tags=["suppressions"])
+router = APIRouter(tags=["suppressions"], route_class=NulFreeRoute)
 
 
 def _one_target_schema(schema: dict[str, Any]) -> None:

@@ -16,11 +16,12 @@ from carepost.api.context import Caller, guard
 from carepost.api.idempotency import Once
 from carepost.api.pagination import CursorParam, Limit, Page, after_id, page_of
 from carepost.api.problems import Problem
+from carepost.api.text_guard import NulFreeRoute
 from carepost.content import service
 from carepost.content.models import Template
 from carepost.content.template import TemplateRejected, TemplateSpec
 
-router = APIRouter(tags=["templates"])
+router = APIRouter(tags=["templates"], route_class=NulFreeRoute)
 
 FieldName = Annotated[str, Field(min_length=1, max_length=64)]
 
