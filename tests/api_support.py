@@ -63,8 +63,9 @@ class ApiSite:
 
 
 @contextmanager
-def serve(workspace: Workspace, tmp_path: Path, clock: Clock | None = None) -> Iterator[ApiSite]:
-    clock = clock or Clock()
+def running_site(workspace: Workspace, tmp_path: Path, clock: Clock) -> Iterator[tuple[str, Path]]:
+    """The whole web app (staff pages, portal, API) under uvicorn over HTTPS on a free
+    loopback port: (base URL, the certificate to trust)."""
     cert, key = self_signed(tmp_path)
     port = free_port()
     server = uvicorn.Server(
@@ -77,7 +78,14 @@ def serve(workspace: Workspace, tmp_path: Path, clock: Clock | None = None) -> I
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
     try:
-        yield ApiSite(workspace, f"https://127.0.0.1:{port}", cert, clock)
+        yield f"https://127.0.0.1:{port}", cert
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@contextmanager
+def serve(workspace: Workspace, tmp_path: Path, clock: Clock | None = None) -> Iterator[ApiSite]:
+    clock = clock or Clock()
+    with running_site(workspace, tmp_path, clock) as (base, cert):
+        yield ApiSite(workspace, base, cert, clock)

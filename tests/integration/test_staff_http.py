@@ -7,26 +7,20 @@ from __future__ import annotations
 
 import re
 import ssl
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import func, select
 
+from api_support import running_site
 from carepost.audit.models import AuditEntry
 from carepost.db import transaction
 from carepost.staff import service
 from carepost.staff.models import StaffAlert
-from carepost.web.app import create_app
-from carepost.web.commands import server_config
 from carepost.workspace import Workspace
-from https_support import self_signed
-from smtp_sink import free_port
 from staff_support import PASSWORD, SYSTEM, Clock, Staff, add, code_for
 
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]{64})"')
@@ -56,22 +50,8 @@ class Site:
 @pytest.fixture
 def site(workspace: Workspace, tmp_path: Path) -> Iterator[Site]:
     clock = Clock()
-    cert, key = self_signed(tmp_path)
-    port = free_port()
-    server = uvicorn.Server(
-        server_config(create_app(workspace, clock=clock), "127.0.0.1", port, cert, key, "warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield Site(workspace, f"https://127.0.0.1:{port}", cert, clock)
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with running_site(workspace, tmp_path, clock) as (base, cert):
+        yield Site(workspace, base, cert, clock)
 
 
 def _csrf(page: httpx.Response) -> str:
