@@ -4,7 +4,8 @@ Setup (issue 5): N recipients (default 20,000), a ~20 KB HTML template with 10 m
 fields and 20 links, DKIM RSA-2048, a marketing campaign (every recipient authorized and
 opted in, so the gate runs its full path), implicit TLS (RFC 8314) to Postfix's
 `smtp-sink` behind `stunnel4`, both from Debian, so the sink costs the sender little CPU.
-Timed: from the first claim to the last result written, by one or more worker processes.
+Timed: from the moment every worker process is ready (started, workspace open) to the last
+result written.
 
 Anchor, same run, same sink: Postfix's `smtp-source` pushing the same number of copies
 of one rendered message, with as many sessions as the worker's concurrency. smtp-source
@@ -27,6 +28,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from _common import drop, fresh_workspace, machine
 from sqlalchemy import func, select
@@ -83,6 +85,35 @@ def busy_seconds() -> float:
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_program() -> dict[str, float]:
+    """CPU seconds used so far by each program on the machine (by process name), for the
+    breakdown of a run. A process that ends before the second reading is not in it: the
+    workers, the database's backends, stunnel and smtp-sink all outlive the timed part."""
+    tick = os.sysconf("SC_CLK_TCK")
+    seen: dict[str, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        used = (int(fields[11]) + int(fields[12])) / tick
+        key = f"{stat.parent.name}:{name}"
+        seen[key] = used
+    return seen
+
+
+def breakdown(before: dict[str, float], after: dict[str, float], sent: int) -> str:
+    per: dict[str, float] = {}
+    for key, used in after.items():
+        # A process that started during the run (a database backend) counts whole.
+        name = key.split(":", 1)[1]
+        per[name] = per.get(name, 0.0) + used - before.get(key, 0.0)
+    top = sorted(((v, k) for k, v in per.items() if v > 0.05), reverse=True)
+    return ", ".join(f"{k} {v / sent * 1e6:,.0f} µs" for v, k in top)
 
 
 def free_port() -> int:
@@ -205,8 +236,18 @@ def setup(url: str, folder: Path, n: int) -> tuple[str, str, Path]:
 
 
 def run_worker(
-    data_dir: str, url: str, tls_port: int, ca: str, name: str, signing_threads: int = 2
+    data_dir: str,
+    url: str,
+    tls_port: int,
+    ca: str,
+    name: str,
+    signing_threads: int = 2,
+    ready: Any = None,
+    done: Any = None,
 ) -> int:
+    """Open the workspace and build the worker, then wait at `ready` (a barrier shared
+    with the timer) so that the clock measures sending, not interpreter start-up; wait at
+    `done` before closing, so the database's backends are still there to be counted."""
     from carepost.config import Settings
 
     ws = open_workspace(settings=Settings(data_dir=Path(data_dir), database_url=url))
@@ -235,7 +276,11 @@ def run_worker(
         ),
         name=name,
     )
+    if ready is not None:
+        ready.wait()
     report = worker.run(until_idle=True)
+    if done is not None:
+        done.wait()
     ws.close()
     return int(report.results.get("sent", 0))
 
@@ -291,24 +336,26 @@ def main() -> None:
         message = folder / "message.eml"
         one_message(data_dir, url, message)
         size = message.stat().st_size
-        busy0 = busy_seconds()
-        started = time.perf_counter()
-        if args.workers == 1:
-            sent = run_worker(data_dir, url, tls_port, str(ca), "bench-1", args.signing_threads)
-        else:
-            ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(args.workers) as pool:
-                sent = sum(
-                    pool.starmap(
-                        run_worker,
-                        [
-                            (data_dir, url, tls_port, str(ca), f"bench-{i}", args.signing_threads)
-                            for i in range(args.workers)
-                        ],
-                    )
-                )
-        elapsed = time.perf_counter() - started
-        busy = busy_seconds() - busy0
+        ctx = multiprocessing.get_context("spawn")
+        manager = ctx.Manager()
+        ready, done = manager.Barrier(args.workers + 1), manager.Barrier(args.workers + 1)
+        with ctx.Pool(args.workers) as pool:
+            extra = (args.signing_threads, ready, done)
+            pending = pool.starmap_async(
+                run_worker,
+                [
+                    (data_dir, url, tls_port, str(ca), f"bench-{i}", *extra)
+                    for i in range(args.workers)
+                ],
+            )
+            ready.wait()  # every worker has started and opened its workspace
+            busy0, by_program0 = busy_seconds(), cpu_by_program()
+            started = time.perf_counter()
+            done.wait()  # every worker has sent all it could and not yet closed
+            elapsed = time.perf_counter() - started
+            busy, by_program = busy_seconds() - busy0, cpu_by_program()
+            sent = sum(pending.get())
+        manager.shutdown()
         engine = make_engine(url)
         with engine.connect() as conn:
             states = dict(
@@ -332,6 +379,7 @@ def main() -> None:
             f"{os.cpu_count()} cores busy; at that cost the machine tops out near "
             f"{(os.cpu_count() or 1) / per_message:,.0f} msg/s"
         )
+        print(f"CPU a message by program: {breakdown(by_program0, by_program, sent)}")
         a_started = time.perf_counter()
         subprocess.run(
             [

@@ -11,7 +11,18 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+import orjson
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    DateTime,
+    Engine,
+    MetaData,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.types import TypeDecorator
@@ -99,6 +110,19 @@ def read_only(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
+def among(bind: Session | Connection, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
+    """`column IN values`. On PostgreSQL `column = ANY(:array)`: one parameter however
+    many values, so the statement's text stays the same from batch to batch. An IN of
+    500 ids is a new 500-placeholder statement each time, which SQLAlchemy expands, the
+    driver re-parses and the server plans afresh: a tenth of the delivery worker's time
+    on PostgreSQL went there."""
+    dialect = bind.get_bind().dialect if isinstance(bind, Session) else bind.dialect
+    if dialect.name == "postgresql":
+        values_param = bindparam(None, list(values), type_=ARRAY(column.type))
+        return column == any_(values_param)  # type: ignore[no-any-return]
+    return column.in_(values)  # type: ignore[no-any-return]
+
+
 def driver_value(session: Session, column: Any, value: Any) -> Any:
     """`value` as the driver receives it for `column` (what bind processing makes of it):
     bulk writers process a shared value, such as the import's timestamp, once."""
@@ -113,17 +137,21 @@ def bulk_update(
     keys: Sequence[str],
     rows: Sequence[Sequence[Any]],
 ) -> None:
-    """`UPDATE table SET columns WHERE keys` once per row, executemany on the driver.
+    """`UPDATE table SET columns WHERE keys` for each row, without a round trip per row.
 
     Each row gives the new values of `columns` and then the values of `keys`, as Python
     values: each column's bind processing (aware datetimes into what the driver stores)
     is applied here. The ORM's bulk update by primary key costs the delivery worker more
     than the database's own work on PostgreSQL; this keeps the per-row work to a tuple.
+    SQLite gets one UPDATE per row (executemany). PostgreSQL gets ONE statement that
+    joins the table to the rows sent as one JSON document (`json_to_recordset`): its
+    executor starts once, not once per row. Measured on the delivery worker's batches
+    (docs/benchmarks.md): less client CPU than executemany, which costs less than arrays
+    per column (the driver adapts each array element in Python).
     """
     if not rows:
         return
     conn = session.connection()
-    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     names = [*columns, *keys]
     procs = [(i, p) for i, n in enumerate(names) if (p := _bind_processor(table, n, conn))]
     if procs:
@@ -135,15 +163,43 @@ def bulk_update(
                     values[i] = proc(values[i])
             converted.append(values)
         rows = converted
-    sql = (
-        f"UPDATE {table.name} SET {', '.join(f'{c} = {marker}' for c in columns)} "  # noqa: S608
-        f"WHERE {' AND '.join(f'{k} = {marker}' for k in keys)}"
-    )
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
+        if conn.dialect.name == "postgresql" and _keys_unique(rows, len(columns)):
+            try:
+                payload = orjson.dumps([dict(zip(names, row, strict=True)) for row in rows])
+            except TypeError:  # a value JSON cannot carry (bytes): the per-row path
+                payload = b""
+            if payload:
+                sql = _pg_update_sql(table, columns, keys, conn.dialect)
+                cursor.execute(sql, (payload.decode(),))
+                return
+        marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        sql = (
+            f"UPDATE {table.name} SET {', '.join(f'{c} = {marker}' for c in columns)} "  # noqa: S608
+            f"WHERE {' AND '.join(f'{k} = {marker}' for k in keys)}"
+        )
         cursor.executemany(sql, rows)
     finally:
         cursor.close()
+
+
+def _keys_unique(rows: Sequence[Sequence[Any]], first_key: int) -> bool:
+    """One statement updates a row once even when the rows name it twice (executemany
+    applies both, the last winning): such a batch keeps the per-row path."""
+    return len({tuple(row[first_key:]) for row in rows}) == len(rows)
+
+
+def _pg_update_sql(table: Any, columns: Sequence[str], keys: Sequence[str], dialect: Any) -> str:
+    # The rows travel as one JSON document: orjson writes it in C, where the driver's
+    # array adapters would visit every value in Python.
+    names = [*columns, *keys]
+    shape = ", ".join(f"{n} {table.c[n].type.compile(dialect=dialect)}" for n in names)
+    return (
+        f"UPDATE {table.name} SET {', '.join(f'{c} = v.{c}' for c in columns)} "  # noqa: S608
+        f"FROM json_to_recordset(%s::json) AS v({shape}) "
+        f"WHERE {' AND '.join(f'{table.name}.{k} = v.{k}' for k in keys)}"
+    )
 
 
 def _bind_processor(table: Any, name: str, conn: Any) -> Any:
@@ -158,18 +214,25 @@ def bulk_insert(
     The ORM and Core paths spend more time building per-row parameter dicts than SQLite
     spends storing the rows; imports write hundreds of thousands of rows, so they come
     here. Values must be driver-ready: bytes, str, numbers, and datetimes passed through
-    `driver_value`.
+    `driver_value`. On PostgreSQL the rows go by COPY, which costs the server and the
+    driver a fraction of one INSERT per row; constraints and defaults apply the same.
     """
     if not rows:
         return
     conn = session.connection()
-    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sql = (
-        f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608 (names from models)
-        f"VALUES ({', '.join([marker] * len(columns))})"
-    )
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
+        if conn.dialect.name == "postgresql":
+            sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+            with cursor.copy(sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return
+        marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        sql = (
+            f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608 (names from models)
+            f"VALUES ({', '.join([marker] * len(columns))})"
+        )
         cursor.executemany(sql, rows)
     finally:
         cursor.close()

@@ -48,7 +48,7 @@ from carepost.contacts.store import ContactWriter, new_id
 from carepost.crypto.blind_index import blind_index, normalize_email, normalize_phone
 from carepost.crypto.envelope import aad, seal
 from carepost.crypto.keyring import KeyRing
-from carepost.db import bulk_insert
+from carepost.db import among, bulk_insert
 from carepost.staff.principal import Principal
 
 CHUNK = 1000
@@ -79,7 +79,7 @@ def _lock_contacts(session: Session, contact_ids: Sequence[str], *, share: bool)
     """The ids that exist, locked (PostgreSQL) in id order so lockers never deadlock."""
     found: set[str] = set()
     for chunk in _chunks(sorted(set(contact_ids))):
-        stmt = select(Contact.id).where(Contact.id.in_(chunk)).order_by(Contact.id)
+        stmt = select(Contact.id).where(among(session, Contact.id, chunk)).order_by(Contact.id)
         if session.get_bind().dialect.name == "postgresql":
             stmt = stmt.with_for_update(read=share, key_share=False)
         found.update(session.execute(stmt).scalars())
@@ -575,7 +575,9 @@ def load_states(
         existing = set()
         for chunk in _chunks(ids):
             existing.update(
-                session.execute(select(Contact.id).where(Contact.id.in_(chunk))).scalars()
+                session.execute(
+                    select(Contact.id).where(among(session, Contact.id, chunk))
+                ).scalars()
             )
     consents: dict[str, dict[tuple[str, str], list[tuple[datetime, datetime, str]]]] = {}
     auths: dict[str, list[AuthorizationState]] = {}
@@ -591,7 +593,7 @@ def load_states(
             Consent.status,
             Consent.effective_at,
             Consent.recorded_at,
-        ).where(Consent.contact_id.in_(chunk))
+        ).where(among(session, Consent.contact_id, chunk))
         if channel:
             stmt = stmt.where(Consent.channel == channel)
         if topic:
@@ -609,7 +611,7 @@ def load_states(
                 Authorization.expiry_event_at,
                 Authorization.revoked_at,
                 Authorization.remuneration_statement,
-            ).where(Authorization.contact_id.in_(chunk))
+            ).where(among(session, Authorization.contact_id, chunk))
         ):
             auths.setdefault(a[0], []).append(
                 AuthorizationState(
@@ -625,7 +627,7 @@ def load_states(
             )
         for cid, kind, bi in session.execute(
             select(ContactLookup.contact_id, ContactLookup.kind, ContactLookup.value_bi).where(
-                ContactLookup.contact_id.in_(chunk), ContactLookup.kind.in_(kinds)
+                among(session, ContactLookup.contact_id, chunk), ContactLookup.kind.in_(kinds)
             )
         ):
             bis.setdefault(cid, []).append((channel_of_kind[kind], bi))
@@ -637,7 +639,7 @@ def load_states(
             Suppression.reason,
             Suppression.created_at,
             Suppression.removed_at,
-        ).where(Suppression.address_bi.in_(chunk))
+        ).where(among(session, Suppression.address_bi, chunk))
         if channel:
             stmt2 = stmt2.where(Suppression.channel == channel)
         for ch, bi, reason, created, removed in session.execute(stmt2):

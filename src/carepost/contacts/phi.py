@@ -27,6 +27,7 @@ from carepost.contacts.models import ClinicalFact, Contact, ContactEncryptionKey
 from carepost.contacts.store import open_contact, open_contact_with, open_fact
 from carepost.crypto.envelope import open_sealed, unwrap_dek
 from carepost.crypto.keyring import KeyRing
+from carepost.db import among
 from carepost.messages.data import open_data
 from carepost.messages.models import MessageData
 from carepost.staff.access import phi_basis
@@ -321,7 +322,7 @@ def read_for_job(
             ContactKey.wrapped_dek,
         )
         .join(ContactKey, ContactKey.contact_id == Contact.id)
-        .where(Contact.id.in_(contact_ids))
+        .where(among(session, Contact.id, contact_ids))
     )
     for cid, sealed, dek_version, kek_version, wrapped in rows:
         cipher = AESGCM(unwrap_dek(ring, bytes(wrapped), kek_version, cid))
@@ -330,7 +331,7 @@ def read_for_job(
     if with_facts and opened:
         for fid, cid, payload in session.execute(
             select(ClinicalFact.id, ClinicalFact.contact_id, ClinicalFact.payload).where(
-                ClinicalFact.contact_id.in_(list(opened))
+                among(session, ClinicalFact.contact_id, list(opened))
             )
         ):
             c = opened[cid]
@@ -353,7 +354,7 @@ def open_message_data(
     for start in range(0, len(ids), 1000):
         for oid, dek_version, body in session.execute(
             select(MessageData.outbox_id, MessageData.dek_version, MessageData.body).where(
-                MessageData.outbox_id.in_(ids[start : start + 1000])
+                among(session, MessageData.outbox_id, ids[start : start + 1000])
             )
         ):
             contact = opened[contact_of[oid]]
@@ -372,7 +373,7 @@ def _open_keys(session: Session, opened: dict[str, OpenedContact]) -> None:
             ContactEncryptionKey.dek_version,
             ContactEncryptionKey.material,
         )
-        .where(ContactEncryptionKey.contact_id.in_(list(opened)))
+        .where(among(session, ContactEncryptionKey.contact_id, list(opened)))
         .order_by(ContactEncryptionKey.added_at, ContactEncryptionKey.id)
     )
     for kid, cid, kind, fingerprint, not_after, dek_version, sealed in rows:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from carepost.campaigns.models import Campaign
 from carepost.contacts.store import new_id
-from carepost.db import bulk_insert, driver_value
+from carepost.db import among, bulk_insert, driver_value
 from carepost.delivery import machine
 from carepost.delivery.models import OutboxMessage, OutboxTransition
 
@@ -152,7 +152,7 @@ def _next_seq(session: Session, ids: Sequence[str]) -> dict[str, int]:
         chunk = ids[start : start + 1000]
         for oid, seq in session.execute(
             select(OutboxTransition.outbox_id, func.max(OutboxTransition.seq))
-            .where(OutboxTransition.outbox_id.in_(chunk))
+            .where(among(session, OutboxTransition.outbox_id, chunk))
             .group_by(OutboxTransition.outbox_id)
         ):
             seqs[oid] = seq + 1
@@ -289,7 +289,7 @@ def _lease(
     # One statement for the batch: every row takes the same values.
     session.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.id.in_([r.id for r in rows]))
+        .where(among(session, OutboxMessage.id, [r.id for r in rows]))
         .values(state="claimed", lease_owner=worker, lease_until=until, updated_at=at)
     )
     transition(session, [(r.id, "claimed", worker[:64]) for r in rows], at)
@@ -372,7 +372,7 @@ def still_leased(session: Session, ids: Sequence[str], *, worker: str, at: datet
         chunk = ids[start : start + 1000]
         query = select(OutboxMessage.id).where(
             and_(
-                OutboxMessage.id.in_(chunk),
+                among(session, OutboxMessage.id, chunk),
                 OutboxMessage.state == "claimed",
                 OutboxMessage.lease_owner == worker,
                 OutboxMessage.lease_until >= at,
