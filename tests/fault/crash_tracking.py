@@ -163,7 +163,13 @@ def run(db_url: str, messages: int, kills: int, seed: int, workdir: Path) -> Cra
             try:
                 _wait_listening(port, proc)
                 if done < kills:
-                    done += asyncio.run(_life_until_killed(port, todo, acked, requested, proc, rng))
+                    # Kill after a random share of what is left over the kills still to
+                    # land: each life ends with events to spare, however fast it serves.
+                    share = max(1, len(todo) // (kills - done + 1))
+                    target = rng.randint(max(1, share // 4), share)
+                    done += asyncio.run(
+                        _life_until_killed(port, todo, acked, requested, proc, target)
+                    )
                 else:
                     asyncio.run(_load(port, todo, acked, requested))
             finally:
@@ -200,12 +206,16 @@ async def _life_until_killed(
     acked: set[Key],
     requested: list[Key],
     proc: subprocess.Popen[bytes],
-    rng: random.Random,
+    target: int,
 ) -> int:
-    """Load the server and SIGKILL it at a random moment while requests are in flight;
-    1 if the kill landed under load, 0 if the events ran out first."""
+    """Load the server and SIGKILL it once `target` more requests have gone out, while
+    others are in flight (a moment set by progress, not by the clock, so a fast or a
+    slow machine kills as often); 1 if the kill landed under load, 0 if the events ran
+    out first."""
+    first = len(requested)
     load = asyncio.ensure_future(_load(port, todo, acked, requested))
-    await asyncio.sleep(rng.uniform(0.05, 0.6))
+    while not load.done() and len(requested) - first < target:
+        await asyncio.sleep(0.002)
     landed = 0 if load.done() else 1
     os.kill(proc.pid, signal.SIGKILL)
     await load

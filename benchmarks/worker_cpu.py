@@ -1,0 +1,108 @@
+"""The delivery worker's own CPU a message, with the wire taken out: the send
+benchmark's campaign (gate, outbox, render, DKIM RSA-2048, archive) handed to the
+`null` transport by one worker process, timed with `time.process_time` (the composing
+thread and the signing threads together), and the main thread's share per step.
+
+This is how each change to the worker's database paths was judged (docs/benchmarks.md):
+the number moves with the worker's code, not with the sink or the relay.
+
+    python worker_cpu.py [--recipients 8000] [--database-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from _common import drop, machine
+from send_throughput import BATCH, CONCURRENCY, setup
+
+from carepost.config import Settings
+from carepost.delivery import outbox
+from carepost.delivery import worker as worker_module
+from carepost.delivery.null import NullTransport
+from carepost.delivery.worker import Worker, WorkerConfig
+from carepost.workspace import Workspace, open_workspace
+
+STEPS: list[tuple[Any, str]] = [
+    (worker_module.Worker, "_prepare"),
+    (worker_module.Worker, "_record"),
+    (worker_module, "compose"),
+    (worker_module.consent, "gate_batch"),
+    (worker_module.phi, "read_for_job"),
+    (worker_module.outbox, "claim"),
+    (worker_module, "bulk_insert"),
+    (worker_module, "bulk_update"),
+    (worker_module, "seal"),
+    (outbox, "transition"),
+]
+
+
+def timed(spent: Counter[str], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.thread_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent[name] += time.thread_time() - started
+
+    return wrapper
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--recipients", type=int, default=8000)
+    parser.add_argument("--database-url", default="")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="carepost-worker-cpu-"))
+    data_dir, url, _ = setup(args.database_url, folder, args.recipients)
+    settings = Settings(data_dir=Path(data_dir), database_url=url)
+    try:
+        ws = open_workspace(settings=settings)
+        spent: Counter[str] = Counter()
+        for owner, name in STEPS:
+            setattr(owner, name, timed(spent, name, getattr(owner, name)))
+        worker = Worker(
+            ws.engine,
+            ws.keyring,
+            NullTransport(),
+            WorkerConfig(
+                batch_size=BATCH,
+                concurrency=CONCURRENCY,
+                lease=timedelta(minutes=10),
+                public_url="https://mail.clinic.example",
+            ),
+            name="cpu-1",
+        )
+        cpu, wall = time.process_time(), time.perf_counter()
+        report = worker.run(until_idle=True)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        ws.close()
+        n = report.results["sent"]
+        assert n == args.recipients, report
+        kind = "PostgreSQL" if args.database_url else "SQLite"
+        print(f"machine: {machine()}")
+        print(f"date: {datetime.now(UTC):%Y-%m-%d}")
+        print(
+            f"{n} messages, null transport, {kind}: {n / wall:,.0f} msg/s; worker CPU "
+            f"{cpu / n * 1e6:,.0f} µs a message (all threads)"
+        )
+        print("main thread, µs a message, by step (steps nest: _prepare holds most others):")
+        for name, seconds in spent.most_common():
+            print(f"  {name:<14} {seconds / n * 1e6:7.1f}")
+    finally:
+        drop(Workspace(settings), Path(data_dir))
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
