@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from carepost.api import idempotency
 from carepost.cli_support import DataDir, JsonFlag, emit_json, fail, out, workspace
 from carepost.clock import system_clock
 from carepost.db import transaction
@@ -25,6 +24,9 @@ def purge_idempotency_cmd(
     data_dir: DataDir = None,
 ) -> None:
     """Delete Idempotency-Key records older than the keeping time (at least 24 h)."""
+    # Here, not at the top: the module brings FastAPI, which no other command needs.
+    from carepost.api import idempotency
+
     with workspace(data_dir) as ws:
         keep = hours if hours is not None else ws.settings.api_idempotency_hours
         if keep < 24:
