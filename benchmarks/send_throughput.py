@@ -156,6 +156,13 @@ def start_sinks(folder: Path) -> tuple[list[subprocess.Popen[bytes]], int, int, 
     return [sink, tunnel], sink_port, tls_port, files.ca
 
 
+def stop_sinks(procs: list[subprocess.Popen[bytes]], folder: Path) -> None:
+    for proc in procs:
+        proc.terminate()
+        proc.wait()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def setup(url: str, folder: Path, n: int) -> tuple[str, str, Path]:
     """A workspace with n authorized contacts and a started campaign. Returns the data
     dir, the database URL and the DKIM key file."""
@@ -422,10 +429,7 @@ def main() -> None:
             from carepost.workspace import Workspace
 
             drop(Workspace(Settings(data_dir=Path(data_dir), database_url=url)), Path(data_dir))
-        for proc in procs:
-            proc.terminate()
-            proc.wait()
-        shutil.rmtree(folder, ignore_errors=True)
+        stop_sinks(procs, folder)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from _common import machine
-from send_throughput import CONCURRENCY, start_sinks
+from send_throughput import CONCURRENCY, start_sinks, stop_sinks
 
 from carepost.delivery.smtp import Envelope, RelayConfig, SmtpTransport
 
@@ -76,10 +76,7 @@ def main() -> None:
             f"sender CPU {cpu / args.messages * 1e6:,.0f} µs a message"
         )
     finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait()
-        shutil.rmtree(folder, ignore_errors=True)
+        stop_sinks(procs, folder)
 
 
 if __name__ == "__main__":
