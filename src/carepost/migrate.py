@@ -22,12 +22,13 @@ HEAD = "0016"
 VERSION_TABLE = "alembic_version"
 
 
-def alembic_config(engine: Engine) -> Config:
+def alembic_config(engine: Engine | None = None) -> Config:
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.attributes["engine"] = engine
+    if engine is not None:
+        cfg.attributes["engine"] = engine
     return cfg
 
 
@@ -52,19 +53,11 @@ def current_revision(engine: Engine) -> str | None:
     return found[0] if found else None
 
 
-def head_revision() -> str:
-    """The revision this code expects."""
-    return HEAD
-
-
 def script_head() -> str | None:
     """The newest revision among the migration files, as Alembic reads them."""
-    from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    return ScriptDirectory.from_config(cfg).get_current_head()
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def schema_drift(engine: Engine) -> list[Any]:

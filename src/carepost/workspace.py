@@ -33,7 +33,7 @@ class Workspace:
 
     def check_schema(self) -> None:
         current = migrate.current_revision(self.engine)
-        head = migrate.head_revision()
+        head = migrate.HEAD
         if current != head:
             raise WorkspaceError(
                 f"database schema is at {current or 'nothing'}, code expects {head}; "

@@ -7,7 +7,7 @@ from carepost.workspace import Workspace
 
 
 def test_models_and_migrations_agree(workspace: Workspace) -> None:
-    assert migrate.current_revision(workspace.engine) == migrate.head_revision()
+    assert migrate.current_revision(workspace.engine) == migrate.HEAD
     assert migrate.schema_drift(workspace.engine) == []
 
 
