@@ -6,6 +6,7 @@ import multiprocessing
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
@@ -38,14 +39,11 @@ def append(
     """Add one entry to the chain in the caller's transaction (never commits).
 
     The head row is locked for update, so concurrent appenders serialize on PostgreSQL;
-    on SQLite every write transaction already holds the database's write lock.
+    on SQLite every write transaction already holds the database's write lock. Inside
+    `appended_at_end`, the entry is linked when that block ends (its `seq` is unset
+    until then).
     """
-    head = session.execute(
-        select(AuditHead).where(AuditHead.id == HEAD_ID).with_for_update()
-    ).scalar_one()
-    seq = head.seq + 1
-    fields: list[object] = [
-        seq,
+    body: list[object] = [
         isoformat_utc(clock()),
         actor.id,
         action,
@@ -55,13 +53,58 @@ def append(
         actor.source_address,
         orjson.dumps(dict(details or {}), option=orjson.OPT_SORT_KEYS).decode(),
     ]
-    digest = entry_hash(head.hash, fields)
-    entry = AuditEntry(**dict(zip(FIELDS, [*fields, head.hash, digest], strict=True)))
-    session.add(entry)
-    head.seq = seq
-    head.hash = digest
-    session.flush()
+    entry = AuditEntry()
+    queued: list[tuple[AuditEntry, list[object]]] | None = session.info.get(_QUEUED)
+    if queued is not None:
+        queued.append((entry, body))
+    else:
+        _link(session, [(entry, body)])
     return entry
+
+
+_QUEUED = "carepost.audit.queued"
+
+
+@contextmanager
+def appended_at_end(session: Session) -> Iterator[None]:
+    """Entries appended inside the block are linked into the chain when it ends, in the
+    order they were appended and still in the caller's transaction, so they commit (or
+    roll back) with the change they record exactly as before.
+
+    Why: the head lock is held from the first append to the commit. A delivery worker's
+    prepare transaction audits its gate run and PHI read first and then composes
+    hundreds of messages; linking at the start made every other worker's prepare wait
+    for that commit, so two workers prepared one at a time (docs/benchmarks.md)."""
+    if _QUEUED in session.info:
+        yield  # an outer block links them all
+        return
+    queued: list[tuple[AuditEntry, list[object]]] = []
+    session.info[_QUEUED] = queued
+    try:
+        yield
+    finally:
+        del session.info[_QUEUED]
+    if queued:
+        _link(session, queued)
+
+
+def _link(session: Session, entries: Sequence[tuple[AuditEntry, list[object]]]) -> None:
+    """Number and hash the entries onto the head under its lock, and move the head."""
+    head = session.execute(
+        select(AuditHead).where(AuditHead.id == HEAD_ID).with_for_update()
+    ).scalar_one()
+    seq, prev = head.seq, head.hash
+    for entry, body in entries:
+        seq += 1
+        fields = [seq, *body]
+        digest = entry_hash(prev, fields)
+        for name, value in zip(FIELDS, [*fields, prev, digest], strict=True):
+            setattr(entry, name, value)
+        session.add(entry)
+        prev = digest
+    head.seq = seq
+    head.hash = prev
+    session.flush()
 
 
 _COLUMNS = ", ".join(FIELDS)

@@ -35,6 +35,7 @@ from typing import Any
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
+from carepost.audit import service as audit
 from carepost.audit.actor import Actor
 from carepost.bounces.verp import ReturnPath, VerpSigner
 from carepost.campaigns.models import Campaign, SenderProfile
@@ -283,7 +284,10 @@ class Worker:
             return outbox.lane_due(conn, lane=outbox.LANE_ONE_OFF, at=self.clock())
 
     async def _handle(self, claimed: list[outbox.Claimed], report: BatchReport) -> None:
-        with transaction(self.engine) as session:
+        # The gate run's and the PHI read's audit entries are linked at the end of the
+        # transaction: the chain's head lock is then held for the commit, not for the
+        # whole compose, and other workers' prepares run alongside this one.
+        with transaction(self.engine) as session, audit.appended_at_end(session):
             prepared = self._prepare(session, claimed, report)
         if not prepared:
             return
