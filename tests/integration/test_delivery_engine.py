@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from carepost.audit import service as audit
 from carepost.audit.actor import Actor
+from carepost.audit.models import AuditEntry
 from carepost.campaigns import service as campaigns
 from carepost.campaigns.models import Campaign
 from carepost.consent import service as consent
@@ -333,3 +334,41 @@ def test_rate_limit_caps_claims_per_minute(
     clock.advance(minutes=1, seconds=1)
     assert worker.run().claimed == 2
     assert len(sink.state.received) == 12
+
+
+def test_a_preparing_worker_does_not_hold_the_audit_chain(
+    workspace: Workspace, actor: Actor, smtp_sink_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: while one worker composes a batch (its gate run and PHI read already
+    audited), another transaction appends to the audit chain and commits without waiting;
+    a prepare that held the chain's head lock made every other worker's prepare queue
+    behind it. SQLite serialises write transactions with its one write lock anyway."""
+    if workspace.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite serialises write transactions with its one write lock")
+    from sqlalchemy import text
+
+    from carepost.delivery import worker as worker_module
+
+    sc = campaign_scenario(workspace, actor, [f"ok.{i}@sink.test" for i in range(3)], range(3))
+    appended: list[int | None] = []
+    real_compose = worker_module.compose
+
+    def compose_after_another_append(*args: Any, **kwargs: Any) -> Any:
+        if not appended:
+            with transaction(workspace.engine) as other:
+                other.execute(text("SET LOCAL lock_timeout = '2s'"))
+                appended.append(audit.append(other, actor=actor, action="test.meanwhile").seq)
+        return real_compose(*args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "compose", compose_after_another_append)
+    report = _worker(workspace, smtp_sink_factory(), Clock()).run()
+
+    assert report.results == {"sent": 3}
+    assert appended
+    assert appended[0] is not None
+    assert _states(workspace, sc.campaign_id) == dict.fromkeys(sc.contact_ids, "sent")
+    with transaction(workspace.engine) as s:
+        actions = s.scalars(select(AuditEntry.action).order_by(AuditEntry.seq)).all()
+    # The batch's entries follow the one committed meanwhile: they were linked at its end.
+    assert actions.index("test.meanwhile") < actions.index("delivery.phi_read")
+    assert audit.verify(workspace.engine).ok
