@@ -257,10 +257,12 @@ def run_worker(
     signing_threads: int = 2,
     ready: Any = None,
     done: Any = None,
+    measured: Any = None,
 ) -> int:
     """Open the workspace and build the worker, then wait at `ready` (a barrier shared
-    with the timer) so that the clock measures sending, not interpreter start-up; wait at
-    `done` before closing, so the database's backends are still there to be counted."""
+    with the timer) so that the clock measures sending, not interpreter start-up; pass
+    `done` when finished, and close only once the timer has passed `measured`, so the
+    database's backends are still there to be counted (closing at once raced the count)."""
     from carepost.config import Settings
 
     ws = open_workspace(settings=Settings(data_dir=Path(data_dir), database_url=url))
@@ -294,6 +296,8 @@ def run_worker(
     report = worker.run(until_idle=True)
     if done is not None:
         done.wait()
+    if measured is not None:
+        measured.wait()
     ws.close()
     return int(report.results.get("sent", 0))
 
@@ -351,9 +355,9 @@ def main() -> None:
         size = message.stat().st_size
         ctx = multiprocessing.get_context("spawn")
         manager = ctx.Manager()
-        ready, done = manager.Barrier(args.workers + 1), manager.Barrier(args.workers + 1)
+        ready, done, measured = (manager.Barrier(args.workers + 1) for _ in range(3))
         with ctx.Pool(args.workers) as pool:
-            extra = (args.signing_threads, ready, done)
+            extra = (args.signing_threads, ready, done, measured)
             pending = pool.starmap_async(
                 run_worker,
                 [
@@ -367,6 +371,7 @@ def main() -> None:
             done.wait()  # every worker has sent all it could and not yet closed
             elapsed = time.perf_counter() - started
             busy, by_program = busy_seconds() - busy0, cpu_by_program()
+            measured.wait()
             sent = sum(pending.get())
         manager.shutdown()
         engine = make_engine(url)
