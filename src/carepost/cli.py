@@ -6,20 +6,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 from rich.table import Table
 
 from carepost import migrate
-from carepost.account.commands import settings_app
-from carepost.api.commands import api_app
 from carepost.audit import checkpoint as cp
 from carepost.audit import service as audit
-from carepost.audit.chain import PROBLEMS, ChainReport
-from carepost.bounces.commands import bounce_app
-from carepost.campaigns.commands import campaign_app, sender_app
+from carepost.audit.chain import PROBLEMS
+from carepost.cli_lazy import LazyGroup
 from carepost.cli_support import (
     DataDir,
     JsonFlag,
@@ -34,30 +31,22 @@ from carepost.cli_support import (
     workspace,
 )
 from carepost.config import load_settings
-from carepost.consent import commands as consent_commands
 from carepost.contacts import phi
-from carepost.contacts.importers.csv_import import CsvMapping, MappingError, import_csv
-from carepost.contacts.importers.errors import ImportProblem, ImportRejected
-from carepost.contacts.importers.fhir_import import read_fhir, write_fhir
 from carepost.contacts.key_commands import key_app
 from carepost.contacts.service import list_contacts
-from carepost.content.commands import template_app
 from carepost.crypto import service as key_service
 from carepost.crypto.keyring import KeyFileError, replace_key_file
 from carepost.db import transaction
-from carepost.delivery import commands as delivery_commands
-from carepost.doctor.commands import doctor_app
-from carepost.journeys.commands import event_app, journey_app
-from carepost.messages import commands as message_commands
-from carepost.reports.commands import report_app
-from carepost.segments import commands as segment_commands
-from carepost.staff import commands as staff_commands
-from carepost.tracking.commands import tracking_app
-from carepost.web import commands as web_commands
 from carepost.workspace import init_workspace, open_workspace
 
-# Tracebacks never show local variables: they may hold decrypted PHI.
+if TYPE_CHECKING:
+    from carepost.audit.chain import ChainReport
+    from carepost.contacts.importers.errors import ImportProblem
+
+# Tracebacks never show local variables: they may hold decrypted PHI. The command groups
+# of the other packages load when used (cli_lazy).
 app = typer.Typer(
+    cls=LazyGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
@@ -74,33 +63,6 @@ app.add_typer(contacts_app, name="contacts")
 contacts_app.add_typer(key_app, name="key")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
-app.add_typer(delivery_commands.dkim_app, name="dkim")
-app.add_typer(template_app, name="template")
-app.add_typer(sender_app, name="sender")
-app.add_typer(campaign_app, name="campaign")
-app.add_typer(bounce_app, name="bounce")
-app.add_typer(tracking_app, name="tracking")
-app.add_typer(settings_app, name="settings")
-app.add_typer(journey_app, name="journey")
-app.add_typer(event_app, name="event")
-app.add_typer(doctor_app, name="doctor")
-app.add_typer(report_app, name="report")
-app.command("worker")(delivery_commands.worker)
-app.add_typer(delivery_commands.outbox_app, name="outbox")
-app.add_typer(delivery_commands.message_app, name="message")
-delivery_commands.message_app.command("send")(message_commands.send)
-delivery_commands.message_app.command("status")(message_commands.status)
-app.add_typer(delivery_commands.capture_app, name="capture")
-app.add_typer(consent_commands.consent_app, name="consent")
-app.add_typer(consent_commands.suppress_app, name="suppress")
-app.command("serve")(web_commands.serve)
-app.add_typer(segment_commands.segment_app, name="segment")
-app.command("demo-data")(segment_commands.demo_data)
-app.add_typer(staff_commands.user_app, name="user")
-app.add_typer(staff_commands.apikey_app, name="apikey")
-app.add_typer(staff_commands.role_app, name="role")
-app.add_typer(staff_commands.breakglass_app, name="breakglass")
-app.add_typer(api_app, name="api")
 
 
 @app.callback()
@@ -202,6 +164,9 @@ def import_csv_cmd(
     data_dir: DataDir = None,
 ) -> None:
     """Upsert contacts from a CSV file (by external_id, else by email)."""
+    from carepost.contacts.importers.csv_import import CsvMapping, MappingError, import_csv
+    from carepost.contacts.importers.errors import ImportRejected
+
     try:
         csv_mapping = CsvMapping.load(mapping) if mapping else CsvMapping()
     except MappingError as exc:
@@ -253,6 +218,8 @@ def import_fhir_cmd(
     data_dir: DataDir = None,
 ) -> None:
     """Upsert patients and clinical facts from FHIR R4 (Bundles, resources, Bulk NDJSON)."""
+    from carepost.contacts.importers.fhir_import import read_fhir, write_fhir
+
     with workspace(data_dir) as ws:
         result = read_fhir(paths)
         if result.problems and (not skip_invalid or result.total == 0):

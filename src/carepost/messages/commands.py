@@ -108,3 +108,14 @@ def status(
     out.print(f"message {found.id}: {found.status} ({found.reason or '-'})")
     for state, at in found.timeline:
         out.print(f"  {at.isoformat()}  {state}")
+
+
+def message_group() -> typer.Typer:
+    """`carepost message`: evidence (delivery) with send and status (here); the CLI loads
+    it when `message` is asked for (cli_lazy)."""
+    from carepost.delivery.commands import message_app
+
+    if not any(c.name == "send" for c in message_app.registered_commands):
+        message_app.command("send")(send)
+        message_app.command("status")(status)
+    return message_app
