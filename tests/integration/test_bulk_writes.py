@@ -171,3 +171,43 @@ def test_among_matches_the_ids_given_and_no_others(workspace: Workspace, contact
         ).all()
     assert sorted(found) == sorted(ids[::7])
     assert none == []
+
+
+def test_bytes_of_every_value_survive_the_copy(workspace: Workspace, contact: str) -> None:
+    """bytea goes by binary COPY on PostgreSQL (no hex): every byte value, a backslash
+    and bytes that spell hex included, comes back exactly."""
+    from carepost.delivery.models import ArchivedMessage
+
+    ids = _ids(300)
+    _insert(workspace, contact, ids)
+    bodies = {i: bytes(range(256)) * (n % 7) + b"\\x00\\\\" + i.encode() for n, i in enumerate(ids)}
+    with transaction(workspace.engine) as session:
+        bulk_insert(
+            session,
+            ArchivedMessage.__table__,
+            ("outbox_id", "attempt", "dek_version", "codec", "body"),
+            [(i, 1, 1, "zstd", body) for i, body in bodies.items()],
+        )
+    with transaction(workspace.engine) as session:
+        stored = dict(
+            session.execute(select(ArchivedMessage.outbox_id, ArchivedMessage.body)).all()
+        )
+    assert {i: bytes(b) for i, b in stored.items()} == bodies
+
+
+def test_binary_copy_only_where_every_column_has_a_binary_form() -> None:
+    from sqlalchemy import JSON, Column, Integer, LargeBinary, MetaData, Table
+    from sqlalchemy.dialects import postgresql
+
+    from carepost.db import _copy_types
+
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    table = Table(
+        "t", MetaData(), Column("id", Integer), Column("blob", LargeBinary), Column("doc", JSON)
+    )
+    assert _copy_types(table, ("id", "blob"), dialect) == ["int4", "bytea"]
+    assert _copy_types(table, ("id", "doc"), dialect) is None
+    assert _copy_types(OutboxMessage.__table__, COLUMNS, dialect) == [
+        "text", "text", "text", "int4", "text", "int4", "int4",
+        "timestamptz", "timestamptz", "timestamptz",
+    ]  # fmt: skip
