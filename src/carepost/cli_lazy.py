@@ -48,21 +48,18 @@ LAZY: dict[str, str] = {
 
 
 def load(name: str) -> Any:
-    """The click command for `name`, importing its module. Registered on a throwaway parent
-    exactly as `add_typer` / `command` would register it on the root, so a group of one
-    command stays a group and no completion options appear."""
+    """The click command for `name`, importing its module: a Typer app becomes a group
+    even when it has one command (as `add_typer` made it), a function one command."""
     module, _, attribute = LAZY[name].partition(":")
     target = getattr(importlib.import_module(module), attribute.removesuffix("()"))
     if attribute.endswith("()"):
         target = target()
-    parent = typer.Typer(add_completion=False)
     if isinstance(target, typer.Typer):
-        parent.add_typer(target, name=name)
-        # A second entry keeps the parent a group (a Typer of one command is that command).
-        parent.command("_")(lambda: None)
-        return typer.main.get_command(parent).commands[name]  # type: ignore[attr-defined]
-    parent.command(name)(target)
-    command = typer.main.get_command(parent)
+        command: Any = typer.main.get_group(target)
+    else:
+        single = typer.Typer(add_completion=False)
+        single.command(name)(target)
+        command = typer.main.get_command(single)
     command.name = name
     return command
 

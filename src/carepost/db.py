@@ -233,11 +233,9 @@ _copy_types_seen: dict[tuple[Any, tuple[str, ...]], list[str] | None] = {}
 def _copy_types(table: Any, columns: tuple[str, ...], dialect: Any) -> list[str] | None:
     key = (table, columns)
     if key not in _copy_types_seen:
-        names = [
-            _COPY_BINARY.get(table.c[c].type.compile(dialect=dialect).split("(")[0])
-            for c in columns
-        ]
-        _copy_types_seen[key] = None if None in names else [n for n in names if n]
+        compiled = [table.c[c].type.compile(dialect=dialect).split("(")[0] for c in columns]
+        known = all(name in _COPY_BINARY for name in compiled)
+        _copy_types_seen[key] = [_COPY_BINARY[name] for name in compiled] if known else None
     return _copy_types_seen[key]
 
 

@@ -54,4 +54,3 @@ def test_every_lazy_entry_loads_under_its_name(name: str) -> None:
     assert is_group == (name not in {"worker", "serve", "demo-data"})
     if is_group:
         assert command.list_commands(None)  # type: ignore[arg-type]
-        assert "_" not in command.list_commands(None)  # type: ignore[arg-type]
