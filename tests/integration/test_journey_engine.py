@@ -223,3 +223,57 @@ def test_reentry_policies(workspace: Workspace, actor: Actor) -> None:
     with transaction(workspace.engine) as session:
         never = service.do_enrol(session, "welcome-series", ids, actor=actor, clock=clock)
     assert never.refused == {"reentry_never": 2}
+
+
+OPEN_AFTER_PAUSE = b"""
+name: open-after-pause
+trigger: {manual: {}}
+steps:
+  - id: notify
+    send: {template: lab-result-ready, class: treatment}
+  - id: pause
+    wait: {duration: 1d}
+  - id: seen
+    wait: {event: opened, step: notify, timeout: 2d, on_timeout: nudge}
+    next: done
+  - id: nudge
+    send: {template: lab-result-reminder, class: treatment}
+  - id: done
+    exit: {}
+"""
+
+
+def test_an_open_before_the_engagement_wait_passes_it(workspace: Workspace, actor: Actor) -> None:
+    """Opened during the pause, before the wait for the open began: the wait is passed
+    when entered, not left to time out into the nudge."""
+    clock = StepClock()
+    ids = setup(workspace, actor, 6)
+    with transaction(workspace.engine) as session:
+        service.do_publish_journey(
+            session, OPEN_AFTER_PAUSE, sender_id=SENDER, actor=actor, clock=clock
+        )
+    _enrol(workspace, actor, "open-after-pause", ids, clock)
+    engine = JourneyEngine(workspace.engine, clock)
+    engine.run_until_idle()
+    clock.advance(hours=2)
+    _engage(workspace, "notify", ids[:2], "open", clock)
+    _engage(workspace, "notify", ids[2:3], "click", clock, link=0)  # a click is an open
+    _engage(workspace, "notify", ids[3:4], "open", clock, verdict="machine")  # a proxy
+    engine.run_until_idle()  # the engagement cursor reads them; nobody waits for them yet
+    assert _statuses(workspace) == {("waiting", None): 6}
+    clock.advance(days=1)
+    engine.run_until_idle()
+    assert _statuses(workspace) == {("exited", "exit_step"): 3, ("waiting", None): 3}
+    with transaction(workspace.engine) as session:
+        passed = Counter(
+            session.scalars(
+                select(JourneyTransition.detail).where(
+                    JourneyTransition.step == "seen", JourneyTransition.outcome == "woke"
+                )
+            )
+        )
+    assert passed == {"already": 3}
+    clock.advance(days=2)
+    engine.run_until_idle()
+    assert _sends(workspace) == {"notify": 6, "nudge": 3}
+    assert _statuses(workspace) == {("exited", "exit_step"): 6}

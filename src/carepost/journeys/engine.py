@@ -454,6 +454,7 @@ class JourneyEngine:
                 may_send=may_send,
                 stop_at_webhook=True,
                 updated=decider.updated,
+                engaged=decider.engaged_already,
             )
             return M.run(self._journeys[row.journey_id], row.state, now, world), decider
 
@@ -871,6 +872,9 @@ class _Decider:
         self.decisions.append(why)
         return taken
 
+    def engaged_already(self, _state: M.Enrolment, key: str) -> bool:
+        return holds_key(self.engaged.get(self.enrolment, {}), key)
+
     def _contact(self, rule: A.Node, state: M.Enrolment) -> tuple[bool, str]:
         if self.data is None:
             self.needs_data = True
@@ -882,6 +886,18 @@ class _Decider:
 
 
 ContactRule = Callable[[A.Node, M.Enrolment], tuple[bool, str]]
+
+
+def holds_key(events: Mapping[str, set[tuple[str, int | None]]], key: str) -> bool:
+    """Whether an enrolment's human opens and clicks (send step -> (kind, link)) meet an
+    engagement wait's key, `opened:<step>` or `clicked:<step>[:<link>]`, as
+    `_read_engagement` would have woken it (a click is an open too)."""
+    kind, _, rest = key.partition(":")
+    step, _, link = rest.partition(":")
+    seen = events.get(step, set())
+    if kind == "opened":
+        return bool(seen)
+    return any(k == "click" and (not link or int(link) == n) for k, n in seen)
 
 
 def _decide(

@@ -105,6 +105,9 @@ class World:
     updated: Callable[[str, Mapping[str, object]], None] = field(
         default=lambda contact, values: None
     )
+    # Whether the open or click an engagement wait waits for (its `waiting_key`) has
+    # already happened: a wait entered after the reader acted is passed at once.
+    engaged: Callable[[Enrolment, str], bool] = field(default=lambda state, key: False)
 
 
 @dataclass(frozen=True)
@@ -261,10 +264,14 @@ def _wait(
 ) -> Enrolment:
     if action.event is not None:
         assert action.timeout is not None  # the definition requires it
-        transitions.append(Transition(step.id, "waiting", waiting_key(action) or ""))
-        return replace(
-            state, status="waiting", wake_at=now + action.timeout, waiting_for=waiting_key(action)
-        )
+        key = waiting_key(action) or ""
+        transitions.append(Transition(step.id, "waiting", key))
+        if action.event in D.ENGAGEMENT_WAITS and world.engaged(state, key):
+            # The engine wakes waits on events that arrive while they wait; an open that
+            # came earlier (during a timer before this step) would never arrive again.
+            transitions.append(Transition(step.id, "woke", "already"))
+            return replace(state, step=step.next) if step.next else _exit(state, "completed")
+        return replace(state, status="waiting", wake_at=now + action.timeout, waiting_for=key)
     if action.duration is not None:
         wake = now + action.duration
     elif action.until is not None:

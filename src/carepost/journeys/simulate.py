@@ -237,7 +237,11 @@ def _world(run: _Run, now: datetime, rng: random.Random, model: Model) -> M.Worl
     def may_send(_contact: str, message_class: str) -> bool:
         return _may_send(run.contact, message_class, now, model)
 
-    return M.World(decide=decide, zone=zone, may_send=may_send)
+    def engaged(_state: M.Enrolment, key: str) -> bool:
+        at = _engaged_at(key, run)
+        return at is not None and at <= now
+
+    return M.World(decide=decide, zone=zone, may_send=may_send, engaged=engaged)
 
 
 def _arrival(
@@ -300,22 +304,27 @@ def _next_wake(
 def _awaited(
     key: str, run: _Run, now: datetime, deadline: datetime, rng: random.Random, model: Model
 ) -> datetime | None:
-    kind, _, rest = key.partition(":")
-    if kind in D.ENGAGEMENT_WAITS:
-        step, _, link_text = rest.partition(":")
-        sends = [v for (s, v) in run.engagement if s == step]
-        if not sends:
-            return None
-        opened, clicked, link = run.engagement[(step, max(sends))]
-        at = opened if kind == "opened" else clicked
-        if kind == "clicked" and link_text and int(link_text) != link:
-            return None
+    if key.partition(":")[0] in D.ENGAGEMENT_WAITS:
+        at = _engaged_at(key, run)
         if at is None or at >= deadline:
             return None
         return max(at, now)
     if rng.random() >= model.event_rate:
         return None
     return now + timedelta(seconds=rng.uniform(0, (deadline - now).total_seconds()))
+
+
+def _engaged_at(key: str, run: _Run) -> datetime | None:
+    """When the modelled reader did what an engagement wait's key waits for."""
+    kind, _, rest = key.partition(":")
+    step, _, link_text = rest.partition(":")
+    sends = [v for (s, v) in run.engagement if s == step]
+    if not sends:
+        return None
+    opened, clicked, link = run.engagement[(step, max(sends))]
+    if kind == "clicked" and link_text and int(link_text) != link:
+        return None
+    return opened if kind == "opened" else clicked
 
 
 def _decide(rule: A.Node, run: _Run, now: datetime, rng: random.Random, model: Model) -> bool:

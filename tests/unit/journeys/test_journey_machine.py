@@ -131,3 +131,54 @@ def test_the_branch_sees_the_rule_and_the_enrolment() -> None:
     assert len(seen) == 1
     assert [p.step for p in A.journey_predicates(seen[0][0])] == ["welcome", "tips"]
     assert seen[0][1] == (("welcome", 1), ("tips", 3))
+
+
+PAUSE_THEN_WAIT = """
+name: pause-then-wait
+trigger: {manual: {}}
+steps:
+  - id: hello
+    send: {template: hello, class: treatment}
+  - id: pause
+    wait: {duration: 1d}
+  - id: read
+    wait: {event: clicked, step: hello, link: 1, timeout: 3d, on_timeout: nudge}
+    next: done
+  - id: nudge
+    send: {template: nudge, class: treatment}
+  - id: done
+    exit: {}
+"""
+
+
+def test_an_engagement_wait_entered_after_the_click_is_passed_at_once() -> None:
+    j = load(PAUSE_THEN_WAIT)
+    asked: list[str] = []
+
+    def engaged_world(answer: bool) -> M.World:
+        def engaged(state: M.Enrolment, key: str) -> bool:
+            asked.append(key)
+            return answer
+
+        return M.World(
+            decide=lambda rule, state: True,
+            zone=lambda contact: ZoneInfo("UTC"),
+            engaged=engaged,
+        )
+
+    paused = M.run(j, M.start(j, "c1"), T0, engaged_world(True)).state
+    assert asked == []  # a timer is not an engagement wait
+    assert (paused.step, paused.waiting_for) == ("pause", None)
+    passed = M.run(j, paused, T0 + timedelta(days=1), engaged_world(True))
+    assert asked == ["clicked:hello:1"]
+    assert [(t.step, t.outcome, t.detail) for t in passed.transitions] == [
+        ("pause", "woke", ""),
+        ("read", "waiting", "clicked:hello:1"),
+        ("read", "woke", "already"),
+        ("done", "exited", "exit_step"),
+    ]
+    assert passed.effects == ()
+    # Not clicked yet: the wait waits, for the click or the timeout.
+    waits = M.run(j, paused, T0 + timedelta(days=1), engaged_world(False)).state
+    assert (waits.status, waits.waiting_for) == ("waiting", "clicked:hello:1")
+    assert waits.wake_at == T0 + timedelta(days=4)
