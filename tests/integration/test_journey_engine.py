@@ -7,17 +7,20 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from carepost.account import settings as account
 from carepost.audit.actor import Actor
 from carepost.campaigns.models import Campaign
 from carepost.db import transaction
 from carepost.delivery.models import OutboxMessage
+from carepost.id_cursor import LATE_COMMIT_GRACE
 from carepost.journeys import definition as D
 from carepost.journeys import service
-from carepost.journeys.engine import JourneyEngine, outbox_id
+from carepost.journeys.engine import ENGAGEMENT_SETTLE, JourneyEngine, outbox_id
 from carepost.journeys.models import JourneyEnrolment, JourneyMessage, JourneyTransition
+from carepost.tracking.models import EngagementEvent
 from carepost.tracking.service import TrackedEvent, record_tracked
 from carepost.workspace import Workspace
 from journey_support import SENDER, StepClock, publish, setup
@@ -277,3 +280,84 @@ def test_an_open_before_the_engagement_wait_passes_it(workspace: Workspace, acto
     engine.run_until_idle()
     assert _sends(workspace) == {"notify": 6, "nudge": 3}
     assert _statuses(workspace) == {("exited", "exit_step"): 6}
+
+
+def _tracked(ws: Workspace, session: Session, contacts: list[str], clock: StepClock) -> None:
+    rows = session.execute(
+        select(JourneyMessage.outbox_id, OutboxMessage.contact_id, OutboxMessage.campaign_id)
+        .join(OutboxMessage, OutboxMessage.id == JourneyMessage.outbox_id)
+        .where(OutboxMessage.contact_id.in_(contacts))
+    ).all()
+    record_tracked(
+        session,
+        [
+            TrackedEvent(c, oid, camp, "open", None, "human", "test", 0.9, None, clock.now)
+            for oid, c, camp in rows
+        ],
+    )
+    session.flush()
+
+
+def test_an_open_committed_late_is_not_passed_by_the_cursor(
+    workspace: Workspace, actor: Actor
+) -> None:
+    """PostgreSQL numbers an event when it is inserted: an open whose transaction commits
+    after a later-numbered one is still read, and a hole left by a rollback holds the
+    cursor for the grace only."""
+    if workspace.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: no id is committed out of order")
+    clock = StepClock()
+    ids = setup(workspace, actor, 4)
+    publish(workspace, actor, "lab-result", clock)
+    _enrol(workspace, actor, "lab-result", ids, clock)
+    engine = JourneyEngine(workspace.engine, clock)
+    engine.run_until_idle()
+    assert _statuses(workspace) == {("waiting", None): 4}
+    with Session(workspace.engine) as slow:
+        _tracked(workspace, slow, ids[:1], clock)  # numbered first, committed last
+        with transaction(workspace.engine) as fast:
+            _tracked(workspace, fast, ids[1:2], clock)
+        clock.advance(seconds=ENGAGEMENT_SETTLE.total_seconds())
+        assert engine.run_until_idle().woken_by_engagement == 0  # it waits at the hole
+        slow.commit()
+    assert engine.run_until_idle().woken_by_engagement == 2
+    with Session(workspace.engine) as gone:
+        _tracked(workspace, gone, ids[2:3], clock)
+        gone.rollback()
+    _engage(workspace, "notify", ids[3:4], "open", clock)
+    assert engine.run_until_idle().woken_by_engagement == 0  # not settled yet
+    clock.advance(seconds=ENGAGEMENT_SETTLE.total_seconds())
+    assert engine.run_until_idle().woken_by_engagement == 0  # behind the hole
+    clock.advance(seconds=LATE_COMMIT_GRACE.total_seconds())
+    assert engine.run_until_idle().woken_by_engagement == 1
+    assert _statuses(workspace) == {("exited", "exit_step"): 3, ("waiting", None): 1}
+
+
+def test_a_click_relabelled_a_scanner_s_before_it_settles_wakes_nobody(
+    workspace: Workspace, actor: Actor
+) -> None:
+    """The classifier relabels a stored human click when the rest of a scanner's burst
+    arrives in a later batch; the engine acts on events once settled, so it sees the
+    final verdict."""
+    clock = StepClock()
+    ids = setup(workspace, actor, 2)
+    publish(workspace, actor, "lab-result", clock)
+    _enrol(workspace, actor, "lab-result", ids, clock)
+    engine = JourneyEngine(workspace.engine, clock)
+    engine.run_until_idle()
+    _engage(workspace, "notify", ids, "click", clock, link=0)
+    assert engine.run_until_idle().woken_by_engagement == 0
+    with transaction(workspace.engine) as session:
+        # What ingest.py writes for a relabelled click.
+        session.execute(
+            update(EngagementEvent)
+            .where(EngagementEvent.contact_id == ids[0])
+            .values(verdict="machine", reason="burst")
+        )
+    clock.advance(seconds=ENGAGEMENT_SETTLE.total_seconds())
+    assert engine.run_until_idle().woken_by_engagement == 1
+    with transaction(workspace.engine) as session:
+        waiting = session.scalars(
+            select(JourneyEnrolment.contact_id).where(JourneyEnrolment.status == "waiting")
+        ).all()
+    assert waiting == [ids[0]]

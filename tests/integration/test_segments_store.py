@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 import orjson
 import pytest
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from carepost.audit.actor import Actor
 from carepost.audit.models import AuditEntry
@@ -18,6 +19,7 @@ from carepost.contacts.models import ClinicalFact, Contact, ContactKey
 from carepost.contacts.population import people, write_population
 from carepost.contacts.store import ContactInput, ContactWriter, FactInput
 from carepost.db import transaction
+from carepost.id_cursor import LATE_COMMIT_GRACE
 from carepost.segments import evaluator, service, snapshot
 from carepost.segments.ast import RuleError
 from carepost.segments.evaluator import SegmentCycle
@@ -259,3 +261,49 @@ def test_refresh_drops_deleted_contacts(workspace: Workspace, actor: Actor) -> N
         session.execute(delete(ContactKey).where(ContactKey.contact_id == victim))
     snap.refresh(workspace.engine, workspace.keyring, actor=actor)
     assert evaluator.count(parse("age >= 0 or not age >= 0"), snap, AT) == before - 1
+
+
+def test_an_event_committed_late_reaches_the_snapshot_once(
+    workspace: Workspace, actor: Actor
+) -> None:
+    """PostgreSQL numbers an event when it is inserted: the refresh reads an event whose
+    transaction commits after a later-numbered one, and adds each event once."""
+    if workspace.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: no id is committed out of order")
+    _populate(workspace, actor, 20)
+    now = datetime.now(UTC)
+    snap = build_snapshot(workspace.engine, workspace.keyring, actor=actor, clock=lambda: now)
+    with transaction(workspace.engine) as session:
+        first, second = session.scalars(select(Contact.id).order_by(Contact.id).limit(2))
+    rule = parse('event_received("vip_signup", within=1d)')
+
+    def signup(session: Session, contact: str) -> None:
+        record_event(session, contact_id=contact, kind="api_event", name="vip_signup", at=now)
+        session.flush()
+
+    def refresh(at: datetime) -> int:
+        return snap.refresh(workspace.engine, workspace.keyring, actor=actor, clock=lambda: at)[
+            "events"
+        ]
+
+    with Session(workspace.engine) as slow:
+        signup(slow, first)  # numbered first, committed last
+        with transaction(workspace.engine) as fast:
+            signup(fast, second)
+        assert refresh(now) == 1
+        assert evaluator.count(rule, snap, now) == 1
+        slow.commit()
+    assert refresh(now) == 1  # the late one; the other is not added again
+    assert evaluator.count(rule, snap, now) == 2
+    assert refresh(now) == 0
+    # A rolled-back insert leaves a hole that never fills: passed after the grace.
+    with Session(workspace.engine) as gone:
+        signup(gone, first)
+        gone.rollback()
+    with transaction(workspace.engine) as session:
+        signup(session, first)
+    assert refresh(now) == 1
+    later = now + LATE_COMMIT_GRACE
+    assert refresh(later) == 0
+    assert snap.cursors.events_ahead == set()
+    assert evaluator.count(rule, snap, now) == 2

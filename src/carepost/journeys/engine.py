@@ -3,7 +3,8 @@ in the database, one batch per tick.
 
 A tick, in one transaction:
 1. reads new human opens and clicks of journey messages (engagement_events by id, from a
-   stored cursor) and wakes the enrolments waiting for them;
+   stored cursor that waits at an id not yet committed: id_cursor.py) and wakes the
+   enrolments waiting for them;
 2. claims due enrolments (active, or waiting with wake_at <= now) of active journeys: on
    PostgreSQL `FOR UPDATE SKIP LOCKED`, so engines claim disjoint batches; on SQLite the
    transaction holds the one write lock (`BEGIN IMMEDIATE`), which serialises ticks;
@@ -34,6 +35,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from itertools import takewhile
 from typing import Any
 
 from sqlalchemy import Engine, and_, delete, func, or_, select, update
@@ -50,6 +52,7 @@ from carepost.crypto.keyring import KeyRing
 from carepost.db import bulk_update, driver_value, insert_if_absent, transaction
 from carepost.delivery.models import OutboxMessage, OutboxTransition
 from carepost.delivery.outbox import LANE_ONE_OFF
+from carepost.id_cursor import HoleWatch, grace_for
 from carepost.journeys import definition as D
 from carepost.journeys import machine as M
 from carepost.journeys import service, webhook
@@ -75,6 +78,10 @@ SCAN_CURSOR = "scan"
 SCAN_EVERY = timedelta(minutes=1)
 CALL_BATCH = 20
 ENGAGEMENT_BATCH = 5000
+# The tracking classifier may relabel a stored human click as a machine's when the rest
+# of a scanner's burst (within its 1 s window) arrives in a later batch: the engine acts
+# on an event only once it is this old, so that a scanner cannot wake a wait.
+ENGAGEMENT_SETTLE = timedelta(seconds=5)
 UNSUPPORTED = "unsupported_step"
 ENGINE_ACTOR = Actor("system:journeys", "system", socket.gethostname()[:64])
 TRANSITION_COLUMNS = ("enrolment_id", "seq", "step", "outcome", "detail", "at")
@@ -159,6 +166,7 @@ class JourneyEngine:
         self.clock = clock
         self.batch = batch
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"[:64]
+        self._holes = HoleWatch(grace_for(engine.dialect.name))
         self._journeys: dict[str, D.Journey] = {}
         self._names: dict[str, str] = {}
         self._sends: dict[str, dict[str, str]] = {}
@@ -685,6 +693,7 @@ class JourneyEngine:
         found = session.execute(
             select(
                 EngagementEvent.id,
+                EngagementEvent.at,
                 EngagementEvent.kind,
                 EngagementEvent.verdict,
                 EngagementEvent.link_index,
@@ -696,10 +705,14 @@ class JourneyEngine:
             .order_by(EngagementEvent.id)
             .limit(ENGAGEMENT_BATCH)
         ).all()
+        settled = now - ENGAGEMENT_SETTLE
+        found = list(takewhile(lambda row: row.at <= settled, found))
+        # Ids are handed out at insert: stop at one whose transaction has not committed.
+        found = found[: self._holes.readable(position, [row.id for row in found], now)]
         if not found:
             return 0
         keys: dict[str, set[str]] = defaultdict(set)
-        for _, kind, verdict, link, enrolment, step in found:
+        for _, _, kind, verdict, link, enrolment, step in found:
             if enrolment is None or verdict != "human" or kind not in ("open", "click"):
                 continue
             keys[enrolment].add(f"opened:{step}")

@@ -6,7 +6,7 @@ from the store (`build_snapshot`: one audit entry, `segments.snapshot_built`, re
 before anything is decrypted; two forked processes decrypt halves of the contacts) and
 kept current with `Snapshot.refresh`, which re-decrypts only contacts whose record or
 facts changed after the cursors (indexed `updated_at` columns) and appends new events
-(by id). It lives in this process's memory only: nothing here writes it to disk, logs it
+(by id, waiting at an id not yet committed: id_cursor.py). It lives in this process's memory only: nothing here writes it to disk, logs it
 or puts it in an exception message. The decrypt workers hand their columns back to the
 parent over an anonymous pipe (memory, never a file).
 """
@@ -34,6 +34,7 @@ from carepost.contacts import phi
 from carepost.contacts.models import ClinicalFact, Contact
 from carepost.crypto.keyring import KeyRing
 from carepost.db import make_engine, read_only, transaction
+from carepost.id_cursor import HoleWatch, grace_for
 from carepost.segments.stage import BOOKED, is_visit
 
 MISSING = int(np.iinfo(np.int64).min)
@@ -338,7 +339,20 @@ class Events:
 class Cursors:
     contacts_at: datetime | None = None
     facts_at: datetime | None = None
-    event_id: int = 0
+    event_id: int = 0  # every event id up to this one is in the snapshot (or never will be)
+    # Events read past a hole the cursor waits at (an id whose transaction had not
+    # committed: id_cursor.py): the next refresh reads from `event_id` and skips these.
+    events_ahead: set[int] = field(default_factory=set)
+    holes: HoleWatch = field(default_factory=lambda: HoleWatch(grace_for("sqlite")))
+
+    def read_events(self, ids: Sequence[int], now: datetime) -> None:
+        """Move past the events just read (ascending ids above the cursor, none of them
+        in `events_ahead`), up to the first hole that may still fill."""
+        ahead = sorted(self.events_ahead.union(ids)) if self.events_ahead else list(ids)
+        taken = self.holes.readable(self.event_id, ahead, now)
+        if taken:
+            self.event_id = ahead[taken - 1]
+        self.events_ahead = set(ahead[taken:])
 
 
 class Snapshot:
@@ -570,18 +584,21 @@ class Snapshot:
             self.remove(set(ids) - found)
             decrypted = len(found)
         c.contacts_at, c.facts_at = new_c_at, new_f_at
-        events = self._load_events(engine)
+        events = self._load_events(engine, clock())
         return {"contacts": decrypted, "events": events}
 
-    def _load_events(self, engine: Engine) -> int:
+    def _load_events(self, engine: Engine, now: datetime) -> int:
         added = 0
-        last = self.cursors.event_id
-        for batch in _event_batches(engine, last):
+        c = self.cursors
+        read: list[int] = []
+        for batch in _event_batches(engine, c.event_id):
+            if c.events_ahead:
+                batch = [e for e in batch if e[0] not in c.events_ahead]
             added += self.add_events(batch)
-            last = max(last, batch[-1][0])
+            read += (e[0] for e in batch)
         if self.pending_events and not added:
             added += self.add_events([])
-        self.cursors.event_id = last
+        c.read_events(read, now)
         return added
 
 
@@ -770,9 +787,10 @@ def build_snapshot(
         snap.merge(part)
     del parts
     merged = time.perf_counter()
+    cursors.holes = HoleWatch(grace_for(engine.dialect.name))
     snap.cursors = cursors
     snap.add_events(events)
-    snap.cursors.event_id = max((e[0] for e in events), default=0)
+    cursors.read_events([e[0] for e in events], clock())
     done = time.perf_counter()
     snap.build_seconds = done - started
     snap.build_timings = {
