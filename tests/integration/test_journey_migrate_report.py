@@ -144,9 +144,22 @@ def test_migrate_then_report_chart(
         for g in root.iterfind(".//s:g[@class='step']", ns)
     }
     assert steps == {s["step"]: s["entered"] for s in report["funnel"]}
-    # The report (and chart) lists the newest version's steps (version 3's); a
-    # `migrated` transition is not a visit of the step it lands on.
+    # The funnel (and chart) is the newest version's steps (version 3's); a `migrated`
+    # transition is not a visit of the step it lands on.
     assert steps == {"first": 5, "second": 5}
+    # Steps only earlier versions have follow, newest version first: their visits and
+    # sends stay in the report.
+    assert [(s["step"], s["entered"], s["sends"], s["current"]) for s in report["steps"]] == [
+        ("first", 5, 5, True),
+        ("second", 5, 5, True),
+        ("pause", 5, None, False),
+        ("last", 5, 5, False),
+        ("old-second", 0, 0, False),
+    ]
+    text = _cli(settings, tmp_path, "report", "reminders")
+    assert text.returncode == 0, text.stderr
+    retired = [line.split()[0] for line in text.stdout.splitlines() if "earlier versions" in line]
+    assert retired == ["pause", "last", "old-second"]
 
 
 def _enrolment_ids(ws: Workspace) -> list[str]:

@@ -290,7 +290,8 @@ def report_cmd(
         )
         if s.sends is not None:
             line += f" sent {s.sends} opened {s.human_opens} clicked {s.human_clicks}"
-        out.print(line + (f"  exited: {exits}" if exits else ""))
+        retired = "" if s.current else "  (earlier versions only)"
+        out.print(line + (f"  exited: {exits}" if exits else "") + retired)
     out.print(f"drop-off step: {got.drop_off or 'none'}")
 
 

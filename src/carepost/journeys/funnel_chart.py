@@ -21,10 +21,11 @@ LABELS = {
 
 
 def render(rep: JourneyReport) -> str:
-    n = len(rep.steps)
+    steps = [s for s in rep.steps if s.current]  # the funnel is the newest version's path
+    n = len(steps)
     height = TOP + ROW * max(n, 1) + BOTTOM
     plot_w = WIDTH - LEFT - RIGHT
-    top = nice_ceiling(max((s.entered for s in rep.steps), default=0))
+    top = nice_ceiling(max((s.entered for s in steps), default=0))
     title = f"Journey {rep.name}: funnel ({rep.enrolments} enrolments)"
 
     def w(v: int) -> float:
@@ -58,7 +59,7 @@ def render(rep: JourneyReport) -> str:
             f'<text class="empty" x="{LEFT + plot_w / 2:.0f}" y="{TOP + 20}" '
             'text-anchor="middle" fill="#666666">No steps</text>'
         )
-    for i, s in enumerate(rep.steps):
+    for i, s in enumerate(steps):
         y = TOP + ROW * i
         ended = max(s.entered - s.completed - s.waiting, 0)
         drop = s.step == rep.drop_off

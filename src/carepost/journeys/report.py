@@ -43,6 +43,8 @@ class StepReport:
     sends: int | None = None  # send steps only
     human_opens: int | None = None
     human_clicks: int | None = None
+    # False for a step that only earlier versions have (enrolments may still be in it).
+    current: bool = True
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -64,7 +66,7 @@ class JourneyReport:
             "enrolments": self.enrolments,
             "statuses": self.statuses,
             "steps": [s.as_dict() for s in self.steps],
-            "funnel": [{"step": s.step, "entered": s.entered} for s in self.steps],
+            "funnel": [{"step": s.step, "entered": s.entered} for s in self.steps if s.current],
             "drop_off_step": self.drop_off,
         }
 
@@ -83,6 +85,17 @@ def journey_report(
     e, t = JourneyEnrolment, JourneyTransition
     mine = e.journey_name == name
     steps = {s.id: StepReport(s.id, _kind(s.action)) for s in journey.steps}
+    # Steps the newest version dropped still have visits, sends and enrolments waiting in
+    # them: they follow the newest version's steps, newest version first.
+    older = session.scalars(
+        select(JourneyVersion)
+        .where(JourneyVersion.name == name, JourneyVersion.version < row.version)
+        .order_by(JourneyVersion.version.desc())
+    )
+    for version in older:
+        for dropped in service.definition_of(version).steps:
+            if dropped.id not in steps:
+                steps[dropped.id] = StepReport(dropped.id, _kind(dropped.action), current=False)
 
     def at(step: str | None) -> StepReport | None:
         return steps.get(step or "")
@@ -153,7 +166,7 @@ def journey_report(
     ordered = list(steps.values())
     drop_off = None
     worst = 0
-    for before, after in itertools.pairwise(ordered):
+    for before, after in itertools.pairwise(s for s in ordered if s.current):
         lost = before.entered - after.entered
         if lost > worst:
             worst, drop_off = lost, before.step

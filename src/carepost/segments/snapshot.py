@@ -6,9 +6,10 @@ from the store (`build_snapshot`: one audit entry, `segments.snapshot_built`, re
 before anything is decrypted; two forked processes decrypt halves of the contacts) and
 kept current with `Snapshot.refresh`, which re-decrypts only contacts whose record or
 facts changed after the cursors (indexed `updated_at` columns) and appends new events
-(by id, waiting at an id not yet committed: id_cursor.py). It lives in this process's memory only: nothing here writes it to disk, logs it
-or puts it in an exception message. The decrypt workers hand their columns back to the
-parent over an anonymous pipe (memory, never a file).
+(by id, waiting at an id not yet committed: id_cursor.py). It lives in this process's
+memory only: nothing here writes it to disk, logs it or puts it in an exception message.
+The decrypt workers hand their columns back to the parent over an anonymous pipe
+(memory, never a file).
 """
 
 from __future__ import annotations
