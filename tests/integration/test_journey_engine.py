@@ -42,19 +42,33 @@ def _engage(
 ) -> None:
     """Human (or machine) opens/clicks of each contact's message of `step`."""
     with transaction(ws.engine) as session:
-        rows = session.execute(
-            select(JourneyMessage.outbox_id, OutboxMessage.contact_id, OutboxMessage.campaign_id)
-            .join(OutboxMessage, OutboxMessage.id == JourneyMessage.outbox_id)
-            .where(JourneyMessage.step == step, OutboxMessage.contact_id.in_(contacts))
-        ).all()
-        assert len(rows) == len(contacts)
-        record_tracked(
-            session,
-            [
-                TrackedEvent(c, oid, camp, kind, link, verdict, "test", 0.9, None, clock.now)
-                for oid, c, camp in rows
-            ],
-        )
+        _track(session, step, contacts, kind, clock, link, verdict)
+
+
+def _track(
+    session: Session,
+    step: str,
+    contacts: list[str],
+    kind: str,
+    clock: StepClock,
+    link: int | None = None,
+    verdict: str = "human",
+) -> None:
+    """`_engage` in the caller's transaction (flushed: the events have their ids)."""
+    rows = session.execute(
+        select(JourneyMessage.outbox_id, OutboxMessage.contact_id, OutboxMessage.campaign_id)
+        .join(OutboxMessage, OutboxMessage.id == JourneyMessage.outbox_id)
+        .where(JourneyMessage.step == step, OutboxMessage.contact_id.in_(contacts))
+    ).all()
+    assert len(rows) == len(contacts)
+    record_tracked(
+        session,
+        [
+            TrackedEvent(c, oid, camp, kind, link, verdict, "test", 0.9, None, clock.now)
+            for oid, c, camp in rows
+        ],
+    )
+    session.flush()
 
 
 def _statuses(ws: Workspace) -> Counter[tuple[str, str | None]]:
@@ -282,22 +296,6 @@ def test_an_open_before_the_engagement_wait_passes_it(workspace: Workspace, acto
     assert _statuses(workspace) == {("exited", "exit_step"): 6}
 
 
-def _tracked(ws: Workspace, session: Session, contacts: list[str], clock: StepClock) -> None:
-    rows = session.execute(
-        select(JourneyMessage.outbox_id, OutboxMessage.contact_id, OutboxMessage.campaign_id)
-        .join(OutboxMessage, OutboxMessage.id == JourneyMessage.outbox_id)
-        .where(OutboxMessage.contact_id.in_(contacts))
-    ).all()
-    record_tracked(
-        session,
-        [
-            TrackedEvent(c, oid, camp, "open", None, "human", "test", 0.9, None, clock.now)
-            for oid, c, camp in rows
-        ],
-    )
-    session.flush()
-
-
 def test_an_open_committed_late_is_not_passed_by_the_cursor(
     workspace: Workspace, actor: Actor
 ) -> None:
@@ -314,15 +312,15 @@ def test_an_open_committed_late_is_not_passed_by_the_cursor(
     engine.run_until_idle()
     assert _statuses(workspace) == {("waiting", None): 4}
     with Session(workspace.engine) as slow:
-        _tracked(workspace, slow, ids[:1], clock)  # numbered first, committed last
+        _track(slow, "notify", ids[:1], "open", clock)  # numbered first, committed last
         with transaction(workspace.engine) as fast:
-            _tracked(workspace, fast, ids[1:2], clock)
+            _track(fast, "notify", ids[1:2], "open", clock)
         clock.advance(seconds=ENGAGEMENT_SETTLE.total_seconds())
         assert engine.run_until_idle().woken_by_engagement == 0  # it waits at the hole
         slow.commit()
     assert engine.run_until_idle().woken_by_engagement == 2
     with Session(workspace.engine) as gone:
-        _tracked(workspace, gone, ids[2:3], clock)
+        _track(gone, "notify", ids[2:3], "open", clock)
         gone.rollback()
     _engage(workspace, "notify", ids[3:4], "open", clock)
     assert engine.run_until_idle().woken_by_engagement == 0  # not settled yet
