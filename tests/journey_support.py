@@ -1,5 +1,6 @@
 """Set-up for journey engine tests: a sender, the example journeys' templates, the
-`dormant` static list and contacts, all through the real services; a test clock."""
+`dormant` static list and contacts, all through the real services; a test clock; opens
+and clicks of the journeys' messages."""
 
 from __future__ import annotations
 
@@ -7,13 +8,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from carepost.audit.actor import Actor
 from carepost.campaigns import service as campaigns
 from carepost.content.service import add_template
 from carepost.content.template import TemplateSpec
 from carepost.db import transaction
+from carepost.delivery.models import OutboxMessage
 from carepost.journeys import service
+from carepost.journeys.models import JourneyMessage
 from carepost.segments.service import save_static_list
+from carepost.tracking.service import TrackedEvent, record_tracked
 from carepost.workspace import Workspace
 from delivery_support import SENDER, add_contacts
 
@@ -130,3 +137,43 @@ def add_people(
                     )
         writer.upsert_facts(facts)
     return ids
+
+
+def engage(
+    ws: Workspace,
+    step: str,
+    contacts: list[str],
+    kind: str,
+    clock: StepClock,
+    link: int | None = None,
+    verdict: str = "human",
+) -> None:
+    """Human (or machine) opens/clicks of each contact's message of `step`."""
+    with transaction(ws.engine) as session:
+        track(session, step, contacts, kind, clock, link, verdict)
+
+
+def track(
+    session: Session,
+    step: str,
+    contacts: list[str],
+    kind: str,
+    clock: StepClock,
+    link: int | None = None,
+    verdict: str = "human",
+) -> None:
+    """`engage` in the caller's transaction (flushed: the events have their ids)."""
+    rows = session.execute(
+        select(JourneyMessage.outbox_id, OutboxMessage.contact_id, OutboxMessage.campaign_id)
+        .join(OutboxMessage, OutboxMessage.id == JourneyMessage.outbox_id)
+        .where(JourneyMessage.step == step, OutboxMessage.contact_id.in_(contacts))
+    ).all()
+    assert len(rows) == len(contacts)
+    record_tracked(
+        session,
+        [
+            TrackedEvent(c, oid, camp, kind, link, verdict, "test", 0.9, None, clock.now)
+            for oid, c, camp in rows
+        ],
+    )
+    session.flush()

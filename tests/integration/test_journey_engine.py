@@ -21,54 +21,13 @@ from carepost.journeys import service
 from carepost.journeys.engine import ENGAGEMENT_SETTLE, JourneyEngine, outbox_id
 from carepost.journeys.models import JourneyEnrolment, JourneyMessage, JourneyTransition
 from carepost.tracking.models import EngagementEvent
-from carepost.tracking.service import TrackedEvent, record_tracked
 from carepost.workspace import Workspace
-from journey_support import SENDER, StepClock, publish, setup
+from journey_support import SENDER, StepClock, engage, publish, setup, track
 
 
 def _enrol(ws: Workspace, actor: Actor, name: str, ids: list[str], clock: StepClock) -> None:
     with transaction(ws.engine) as session:
         service.do_enrol(session, name, ids, actor=actor, clock=clock)
-
-
-def _engage(
-    ws: Workspace,
-    step: str,
-    contacts: list[str],
-    kind: str,
-    clock: StepClock,
-    link: int | None = None,
-    verdict: str = "human",
-) -> None:
-    """Human (or machine) opens/clicks of each contact's message of `step`."""
-    with transaction(ws.engine) as session:
-        _track(session, step, contacts, kind, clock, link, verdict)
-
-
-def _track(
-    session: Session,
-    step: str,
-    contacts: list[str],
-    kind: str,
-    clock: StepClock,
-    link: int | None = None,
-    verdict: str = "human",
-) -> None:
-    """`_engage` in the caller's transaction (flushed: the events have their ids)."""
-    rows = session.execute(
-        select(JourneyMessage.outbox_id, OutboxMessage.contact_id, OutboxMessage.campaign_id)
-        .join(OutboxMessage, OutboxMessage.id == JourneyMessage.outbox_id)
-        .where(JourneyMessage.step == step, OutboxMessage.contact_id.in_(contacts))
-    ).all()
-    assert len(rows) == len(contacts)
-    record_tracked(
-        session,
-        [
-            TrackedEvent(c, oid, camp, kind, link, verdict, "test", 0.9, None, clock.now)
-            for oid, c, camp in rows
-        ],
-    )
-    session.flush()
 
 
 def _statuses(ws: Workspace) -> Counter[tuple[str, str | None]]:
@@ -132,9 +91,9 @@ def test_welcome_series_runs_to_completion(workspace: Workspace, actor: Actor) -
     engine.run_until_idle()
     assert _sends(workspace) == {"welcome": 20, "tips": 20}
     # 7 read the welcome, 3 others clicked tips; 4 machine opens count for nothing.
-    _engage(workspace, "welcome", ids[:7], "open", clock)
-    _engage(workspace, "tips", ids[7:10], "click", clock, link=1)
-    _engage(workspace, "tips", ids[10:14], "open", clock, verdict="machine")
+    engage(workspace, "welcome", ids[:7], "open", clock)
+    engage(workspace, "tips", ids[7:10], "click", clock, link=1)
+    engage(workspace, "tips", ids[10:14], "open", clock, verdict="machine")
     clock.advance(days=4)
     engine.run_until_idle()
     assert _sends(workspace) == {"welcome": 20, "tips": 20, "invite": 10}
@@ -273,9 +232,9 @@ def test_an_open_before_the_engagement_wait_passes_it(workspace: Workspace, acto
     engine = JourneyEngine(workspace.engine, clock)
     engine.run_until_idle()
     clock.advance(hours=2)
-    _engage(workspace, "notify", ids[:2], "open", clock)
-    _engage(workspace, "notify", ids[2:3], "click", clock, link=0)  # a click is an open
-    _engage(workspace, "notify", ids[3:4], "open", clock, verdict="machine")  # a proxy
+    engage(workspace, "notify", ids[:2], "open", clock)
+    engage(workspace, "notify", ids[2:3], "click", clock, link=0)  # a click is an open
+    engage(workspace, "notify", ids[3:4], "open", clock, verdict="machine")  # a proxy
     engine.run_until_idle()  # the engagement cursor reads them; nobody waits for them yet
     assert _statuses(workspace) == {("waiting", None): 6}
     clock.advance(days=1)
@@ -312,17 +271,17 @@ def test_an_open_committed_late_is_not_passed_by_the_cursor(
     engine.run_until_idle()
     assert _statuses(workspace) == {("waiting", None): 4}
     with Session(workspace.engine) as slow:
-        _track(slow, "notify", ids[:1], "open", clock)  # numbered first, committed last
+        track(slow, "notify", ids[:1], "open", clock)  # numbered first, committed last
         with transaction(workspace.engine) as fast:
-            _track(fast, "notify", ids[1:2], "open", clock)
+            track(fast, "notify", ids[1:2], "open", clock)
         clock.advance(seconds=ENGAGEMENT_SETTLE.total_seconds())
         assert engine.run_until_idle().woken_by_engagement == 0  # it waits at the hole
         slow.commit()
     assert engine.run_until_idle().woken_by_engagement == 2
     with Session(workspace.engine) as gone:
-        _track(gone, "notify", ids[2:3], "open", clock)
+        track(gone, "notify", ids[2:3], "open", clock)
         gone.rollback()
-    _engage(workspace, "notify", ids[3:4], "open", clock)
+    engage(workspace, "notify", ids[3:4], "open", clock)
     assert engine.run_until_idle().woken_by_engagement == 0  # not settled yet
     clock.advance(seconds=ENGAGEMENT_SETTLE.total_seconds())
     assert engine.run_until_idle().woken_by_engagement == 0  # behind the hole
@@ -343,7 +302,7 @@ def test_a_click_relabelled_a_scanner_s_before_it_settles_wakes_nobody(
     _enrol(workspace, actor, "lab-result", ids, clock)
     engine = JourneyEngine(workspace.engine, clock)
     engine.run_until_idle()
-    _engage(workspace, "notify", ids, "click", clock, link=0)
+    engage(workspace, "notify", ids, "click", clock, link=0)
     assert engine.run_until_idle().woken_by_engagement == 0
     with transaction(workspace.engine) as session:
         # What ingest.py writes for a relabelled click.

@@ -19,7 +19,6 @@ from carepost.audit.actor import Actor
 from carepost.contacts import phi
 from carepost.contacts.zones import do_set_time_zone
 from carepost.db import transaction
-from carepost.delivery.models import OutboxMessage
 from carepost.delivery.smtp import RelayConfig, SmtpTransport
 from carepost.delivery.worker import Worker, WorkerConfig
 from carepost.journeys import events, service
@@ -27,34 +26,8 @@ from carepost.journeys.engine import JourneyEngine
 from carepost.journeys.models import JourneyEnrolment, JourneyMessage, JourneyTransition
 from carepost.journeys.report import journey_report
 from carepost.segments.models import Segment, StaticMember
-from carepost.tracking.service import TrackedEvent, record_tracked
 from carepost.workspace import Workspace
-from journey_support import SENDER, START, StepClock, add_people, publish, setup
-
-
-def _engage(
-    ws: Workspace,
-    step: str,
-    contacts: list[str],
-    kind: str,
-    clock: StepClock,
-    link: int | None = None,
-    verdict: str = "human",
-) -> None:
-    with transaction(ws.engine) as session:
-        rows = session.execute(
-            select(JourneyMessage.outbox_id, OutboxMessage.contact_id, OutboxMessage.campaign_id)
-            .join(OutboxMessage, OutboxMessage.id == JourneyMessage.outbox_id)
-            .where(JourneyMessage.step == step, OutboxMessage.contact_id.in_(contacts))
-        ).all()
-        assert len(rows) == len(contacts)
-        record_tracked(
-            session,
-            [
-                TrackedEvent(c, oid, camp, kind, link, verdict, "test", 0.9, None, clock.now)
-                for oid, c, camp in rows
-            ],
-        )
+from journey_support import SENDER, START, StepClock, add_people, engage, publish, setup
 
 
 def _event(ws: Workspace, actor: Actor, name: str, contacts: list[str], clock: StepClock) -> None:
@@ -93,8 +66,8 @@ def test_refill_reminder(workspace: Workspace, actor: Actor) -> None:
     _event(workspace, actor, "refill_due", ids, clock)
     engine.run_until_idle()
     clock.advance(hours=10)
-    _engage(workspace, "remind", ids[:4], "click", clock, link=0)  # the refill link
-    _engage(workspace, "remind", ids[4:6], "click", clock, link=1)  # another link: no
+    engage(workspace, "remind", ids[:4], "click", clock, link=0)  # the refill link
+    engage(workspace, "remind", ids[4:6], "click", clock, link=1)  # another link: no
     _event(workspace, actor, "purchase", ids[6:9], clock)  # the goal
     engine.run_until_idle()
     clock.advance(days=3)
@@ -120,8 +93,8 @@ def test_lab_result(workspace: Workspace, actor: Actor) -> None:
     _event(workspace, actor, "lab_result_available", ids, clock)
     engine.run_until_idle()
     clock.advance(hours=5)
-    _engage(workspace, "notify", ids[:5], "open", clock)
-    _engage(workspace, "notify", ids[5:6], "click", clock, link=0)  # images off: a click
+    engage(workspace, "notify", ids[:5], "open", clock)
+    engage(workspace, "notify", ids[5:6], "click", clock, link=0)  # images off: a click
     engine.run_until_idle()
     clock.advance(days=2)
     engine.run_until_idle()
@@ -172,13 +145,13 @@ def test_re_engagement(workspace: Workspace, actor: Actor, smtp_sink_factory: An
     engine.run_until_idle()
     _deliver(workspace, clock, smtp_sink_factory)
     clock.advance(days=60)
-    _engage(workspace, "hello", ids[:2], "open", clock)
-    _engage(workspace, "hello", ids[2:3], "open", clock, verdict="machine")  # not a person
+    engage(workspace, "hello", ids[:2], "open", clock)
+    engage(workspace, "hello", ids[2:3], "open", clock, verdict="machine")  # not a person
     clock.advance(days=30, hours=1)
     engine.run_until_idle()
     assert _reasons(workspace, "re-engagement") == {None: 5}  # ids[2:7], waiting
     clock.advance(days=2)
-    _engage(workspace, "miss-you", ids[2:3], "click", clock, link=0)
+    engage(workspace, "miss-you", ids[2:3], "click", clock, link=0)
     engine.run_until_idle()
     clock.advance(days=14)
     engine.run_until_idle()
