@@ -11,6 +11,10 @@ Anchor, same run, same sink: Postfix's `smtp-source` pushing the same number of 
 of one rendered message, with as many sessions as the worker's concurrency. smtp-source
 speaks no TLS, so it goes to smtp-sink directly: the anchor is the cost of SMTP alone.
 
+The machine's ceiling, same run: what the setup costs any sender there (an RSA-2048
+signature, timed after the send on the idle machine, plus stunnel's and smtp-sink's CPU
+a message in the send), and the rate two cores would reach if nothing else cost anything.
+
     apt-get install postfix stunnel4      # smtp-sink, smtp-source, stunnel4
     python send_throughput.py [--recipients 20000] [--workers 1] [--database-url URL]
 """
