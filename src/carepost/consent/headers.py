@@ -59,7 +59,12 @@ def list_unsubscribe_headers(
     """`List-Unsubscribe: <https://…/u/TOKEN>[, <mailto:ADDR?subject=unsubscribe%20TOKEN>]`
     and `List-Unsubscribe-Post: List-Unsubscribe=One-Click`. The https URI comes first:
     RFC 8058 one-click needs one, and receivers prefer it."""
-    token = make_token(ring, contact_id, channel, topic)
+    return unsubscribe_headers(base_url, make_token(ring, contact_id, channel, topic), mailto)
+
+
+def unsubscribe_headers(base_url: str, token: str, mailto: str | None = None) -> dict[str, str]:
+    """`list_unsubscribe_headers` for a token already made (a message's preferences link
+    carries the same one)."""
     uris = [f"<{unsubscribe_url(base_url, token)}>"]
     if mailto:
         if any(c in mailto for c in "<>,\r\n ?"):

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
-from carepost.consent.headers import list_unsubscribe_headers, preferences_url
+from carepost.consent.headers import preferences_url, unsubscribe_headers, unsubscribe_url
 from carepost.consent.tokens import make_token
 from carepost.content import mime
 from carepost.content.fields import phi_context
@@ -125,12 +125,14 @@ def compose(
     rcpt = recipient_of(record)
     if rcpt is None:
         return None
-    unsubscribe = list_unsubscribe_headers(ring, kit.public_url, contact_id, kit.channel, kit.topic)
-    pref_token = make_token(ring, contact_id, kit.channel, kit.topic)
+    # One token for the unsubscribe and preferences links: the same contact, channel and
+    # topic, and one AES-GCM seal a message fewer.
+    token = make_token(ring, contact_id, kit.channel, kit.topic)
+    unsubscribe = unsubscribe_headers(kit.public_url, token)
     context = phi_context(kit.template.spec.phi_fields, record, facts, at, message_data)
     context.update(
-        unsubscribe_url=unsubscribe["List-Unsubscribe"].split(">", 1)[0].lstrip("<"),
-        preferences_url=preferences_url(kit.public_url, pref_token),
+        unsubscribe_url=unsubscribe_url(kit.public_url, token),
+        preferences_url=preferences_url(kit.public_url, token),
         sender_name=kit.sender_name,
         sender_postal_address=kit.postal_address,
         organization_name=kit.organization_name,

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import dkim as dkimpy
 import pytest
 
-from carepost.consent.tokens import read_token
+from carepost.consent.tokens import UnsubscribeToken, read_token
 from carepost.content import mime
 from carepost.content.template import TemplateSpec, compile_template
 from carepost.content.tokens import TokenSigner, TrackingRef
@@ -34,6 +34,7 @@ HTML = (
     "<p><a href='https://clinic.example/flu?a=1&amp;b=2'>Book a flu shot</a></p>"
     "<p><a href='https://clinic.example/hours'>Opening hours</a></p>"
     "<p><a href='{{ unsubscribe_url }}'>Unsubscribe</a> · {{ sender_postal_address }}</p>"
+    "<p><a href='{{ preferences_url }}'>Email preferences</a></p>"
     "</body></html>"
 )
 
@@ -90,7 +91,10 @@ def test_message_parses_verifies_and_carries_good_tokens(given_name: str) -> Non
     assert f"Dear {given_name}," in text.get_content()
     assert "Our clinic is open late on Thursdays." in text.get_content()
     unsubscribe = msg["List-Unsubscribe"].strip("<>").rsplit("/", 1)[1]
-    assert read_token(RING, unsubscribe).contact_id == CONTACT_ID
+    assert read_token(RING, unsubscribe) == UnsubscribeToken(CONTACT_ID, "email", "news")
+    # The body's unsubscribe link is the header's; the preferences link carries its token.
+    assert f"https://mail.clinic.example/u/{unsubscribe}" in html.get_content()
+    assert f"https://mail.clinic.example/p/{unsubscribe}" in text.get_content()
     clicks = re.findall(r"/t/c/([\w.-]+)", html.get_content())
     # The honeypot first (hidden, index after the last link), then the two real links.
     assert [TOKENS.verify(t) for t in clicks] == [
