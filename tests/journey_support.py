@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -139,18 +140,10 @@ def add_people(
     return ids
 
 
-def engage(
-    ws: Workspace,
-    step: str,
-    contacts: list[str],
-    kind: str,
-    clock: StepClock,
-    link: int | None = None,
-    verdict: str = "human",
-) -> None:
-    """Human (or machine) opens/clicks of each contact's message of `step`."""
+def engage(ws: Workspace, *args: Any, **kwargs: Any) -> None:
+    """`track` in a transaction of its own."""
     with transaction(ws.engine) as session:
-        track(session, step, contacts, kind, clock, link, verdict)
+        track(session, *args, **kwargs)
 
 
 def track(
@@ -162,7 +155,8 @@ def track(
     link: int | None = None,
     verdict: str = "human",
 ) -> None:
-    """`engage` in the caller's transaction (flushed: the events have their ids)."""
+    """Human (or machine) opens/clicks of each contact's message of `step`, in the
+    caller's transaction (flushed: the events have their ids)."""
     rows = session.execute(
         select(JourneyMessage.outbox_id, OutboxMessage.contact_id, OutboxMessage.campaign_id)
         .join(OutboxMessage, OutboxMessage.id == JourneyMessage.outbox_id)
