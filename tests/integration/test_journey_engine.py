@@ -5,6 +5,7 @@ engagement waits and branches, the frequency cap, re-entry and guards."""
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, update
@@ -274,7 +275,6 @@ def test_an_open_committed_late_is_not_passed_by_the_cursor(
         track(slow, "notify", ids[:1], "open", clock)  # numbered first, committed last
         with transaction(workspace.engine) as fast:
             track(fast, "notify", ids[1:2], "open", clock)
-        clock.advance(seconds=ENGAGEMENT_SETTLE.total_seconds())
         assert engine.run_until_idle().woken_by_engagement == 0  # it waits at the hole
         slow.commit()
     assert engine.run_until_idle().woken_by_engagement == 2
@@ -282,10 +282,10 @@ def test_an_open_committed_late_is_not_passed_by_the_cursor(
         track(gone, "notify", ids[2:3], "open", clock)
         gone.rollback()
     engage(workspace, "notify", ids[3:4], "open", clock)
-    assert engine.run_until_idle().woken_by_engagement == 0  # not settled yet
-    clock.advance(seconds=ENGAGEMENT_SETTLE.total_seconds())
     assert engine.run_until_idle().woken_by_engagement == 0  # behind the hole
-    clock.advance(seconds=LATE_COMMIT_GRACE.total_seconds())
+    clock.advance(seconds=LATE_COMMIT_GRACE.total_seconds() - 1)
+    assert engine.run_until_idle().woken_by_engagement == 0
+    clock.advance(seconds=1)
     assert engine.run_until_idle().woken_by_engagement == 1
     assert _statuses(workspace) == {("exited", "exit_step"): 3, ("waiting", None): 1}
 
@@ -294,16 +294,18 @@ def test_a_click_relabelled_a_scanner_s_before_it_settles_wakes_nobody(
     workspace: Workspace, actor: Actor
 ) -> None:
     """The classifier relabels a stored human click when the rest of a scanner's burst
-    arrives in a later batch; the engine acts on events once settled, so it sees the
-    final verdict."""
+    arrives in a later batch; the engine acts on clicks once settled, so it sees the
+    final verdict. A click stamped ahead of the engine's clock is not waited for."""
     clock = StepClock()
-    ids = setup(workspace, actor, 2)
+    ids = setup(workspace, actor, 3)
     publish(workspace, actor, "lab-result", clock)
     _enrol(workspace, actor, "lab-result", ids, clock)
     engine = JourneyEngine(workspace.engine, clock)
     engine.run_until_idle()
-    engage(workspace, "notify", ids, "click", clock, link=0)
-    assert engine.run_until_idle().woken_by_engagement == 0
+    ahead = StepClock(clock.now + timedelta(hours=1))  # another host's skewed clock
+    engage(workspace, "notify", ids[2:], "click", ahead, link=0)
+    engage(workspace, "notify", ids[:2], "click", clock, link=0)
+    assert engine.run_until_idle().woken_by_engagement == 1  # ids[2]; the rest wait
     with transaction(workspace.engine) as session:
         # What ingest.py writes for a relabelled click.
         session.execute(

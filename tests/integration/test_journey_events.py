@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 
 from carepost.audit.actor import Actor
 from carepost.db import transaction
 from carepost.journeys import events, service
-from carepost.journeys.engine import ENGAGEMENT_SETTLE, JourneyEngine
+from carepost.journeys.engine import JourneyEngine
 from carepost.journeys.models import JourneyEnrolment, JourneyMessage, JourneyTransition
 from carepost.workspace import Workspace
 from journey_support import SENDER, StepClock, setup
@@ -150,6 +149,7 @@ def test_event_cli_and_journey_commands(workspace: Workspace, actor: Actor, care
     from carepost.tracking.service import TrackedEvent, record_tracked
     from journey_support import EXAMPLES
 
+    clock = StepClock()
     ids = setup(workspace, actor, 3)
     carepost("journey", "publish", str(EXAMPLES / "lab-result.yaml"), "--sender", SENDER)
     bad = carepost(
@@ -173,7 +173,6 @@ def test_event_cli_and_journey_commands(workspace: Workspace, actor: Actor, care
         assert got == {"enrolled": {"lab-result": 1}, "woken": 0, "goal_reached": 0}
     ran = json.loads(carepost("journey", "run", "--once", "--json").stdout)
     assert ran["sends"] == 3
-    settled = datetime.now(UTC) - ENGAGEMENT_SETTLE
     with transaction(workspace.engine) as session:
         oid, camp = session.execute(
             select(OutboxMessage.id, OutboxMessage.campaign_id).where(
@@ -182,8 +181,7 @@ def test_event_cli_and_journey_commands(workspace: Workspace, actor: Actor, care
         ).one()
         record_tracked(
             session,
-            # The CLI runs on the real clock; the engine reads settled events only.
-            [TrackedEvent(ids[1], oid, camp, "open", None, "human", "test", 0.9, None, settled)],
+            [TrackedEvent(ids[1], oid, camp, "open", None, "human", "test", 0.9, None, clock.now)],
         )
     ran = json.loads(carepost("journey", "run", "--once", "--json").stdout)
     assert ran["woken_by_engagement"] == 1

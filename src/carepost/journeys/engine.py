@@ -80,7 +80,7 @@ CALL_BATCH = 20
 ENGAGEMENT_BATCH = 5000
 # The tracking classifier may relabel a stored human click as a machine's when the rest
 # of a scanner's burst (within its 1 s window) arrives in a later batch: the engine acts
-# on an event only once it is this old, so that a scanner cannot wake a wait.
+# on a click only once it is this old, so that a scanner cannot wake a wait.
 ENGAGEMENT_SETTLE = timedelta(seconds=5)
 UNSUPPORTED = "unsupported_step"
 ENGINE_ACTOR = Actor("system:journeys", "system", socket.gethostname()[:64])
@@ -705,8 +705,7 @@ class JourneyEngine:
             .order_by(EngagementEvent.id)
             .limit(ENGAGEMENT_BATCH)
         ).all()
-        settled = now - ENGAGEMENT_SETTLE
-        found = list(takewhile(lambda row: row.at <= settled, found))
+        found = list(takewhile(lambda row: _settled(row.kind, row.at, now), found))
         # Ids are handed out at insert: stop at one whose transaction has not committed.
         found = found[: self._holes.readable(position, [row.id for row in found], now)]
         if not found:
@@ -899,6 +898,13 @@ class _Decider:
 
 
 ContactRule = Callable[[A.Node, M.Enrolment], tuple[bool, str]]
+
+
+def _settled(kind: str, at: datetime, now: datetime) -> bool:
+    """Whether the engagement cursor may act on an event yet. Only clicks are relabelled;
+    a click stamped ahead of the engine's clock (another host's skew) is not waited for,
+    or one such row would hold the cursor until that time."""
+    return kind != "click" or not now - ENGAGEMENT_SETTLE < at <= now
 
 
 def holds_key(events: Mapping[str, set[tuple[str, int | None]]], key: str) -> bool:
