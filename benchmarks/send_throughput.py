@@ -272,6 +272,29 @@ def setup(url: str, folder: Path, n: int) -> tuple[str, str, Path]:
     return str(data_dir), url or f"sqlite:///{(data_dir / 'carepost.db').resolve()}", key_file
 
 
+def settle(url: str) -> None:
+    """Write the set-up's dirty pages out before the clock starts. The 20,000 contacts,
+    consents, authorizations and audit rows just written are the set-up's cost; left in
+    shared buffers (PostgreSQL) or the WAL (SQLite), their flush by the next checkpoint
+    landed inside the timed part and charged the send for them (1,339 against 1,497
+    msg/s for two workers on PostgreSQL, same host, same hour)."""
+    engine = make_engine(url)
+    try:
+        if engine.dialect.name == "postgresql":
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("CHECKPOINT")
+        else:
+            # Outside SQLAlchemy's transaction handling: the engine begins every
+            # transaction IMMEDIATE, and a checkpoint cannot run inside one.
+            raw = engine.raw_connection()
+            try:
+                raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                raw.close()
+    finally:
+        engine.dispose()
+
+
 def run_worker(
     data_dir: str,
     url: str,
@@ -368,6 +391,7 @@ def main() -> None:
     try:
         t0 = time.perf_counter()
         data_dir, url, _ = setup(args.database_url, folder, args.recipients)
+        settle(url)
         print(f"machine: {machine()}")
         print(f"date: {datetime.now(UTC):%Y-%m-%d}")
         print(
