@@ -1,5 +1,6 @@
 """CPU the sending side spends on SMTP over TLS alone, per message: carepost's SMTP
-transport (pooled sessions, pipelined MAIL/RCPT/DATA, implicit TLS) pushing one fixed
+transport as the worker uses it (`send_batch` on batches of 500: pooled sessions that
+stream, each body written with the next message's MAIL/RCPT/DATA; implicit TLS) pushing one fixed
 26 KB message to Postfix's `smtp-sink` behind `stunnel4`, as send_throughput.py does,
 with no database, no rendering and no signature. It is the share of the worker's CPU
 a message that belongs to the wire.
@@ -21,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from _common import machine
-from send_throughput import CONCURRENCY, start_sinks, stop_sinks
+from send_throughput import BATCH, CONCURRENCY, start_sinks, stop_sinks
 
 from carepost.delivery.smtp import Envelope, RelayConfig, SmtpTransport
 
@@ -43,15 +44,11 @@ async def push(tls_port: int, ca: Path, count: int) -> None:
     )
     transport = SmtpTransport(relay)
     envelope = Envelope("bounce@clinic.example", "patient@sink.example", MESSAGE, crlf_clean=True)
-    queue = iter(range(count))
-
-    async def sender() -> None:
-        for _ in queue:
-            attempt = await transport.send(envelope)
+    for start in range(0, count, BATCH):
+        attempts = await transport.send_batch([envelope] * min(BATCH, count - start))
+        for attempt in attempts:
             if attempt.outcome.status != "sent":
                 raise SystemExit(f"not sent: {attempt.outcome}")
-
-    await asyncio.gather(*(sender() for _ in range(CONCURRENCY)))
     await transport.close()
 
 

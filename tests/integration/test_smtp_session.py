@@ -18,7 +18,7 @@ import pytest
 import trustme
 
 from carepost.delivery.smtp import Envelope, RelayConfig, SmtpTransport
-from carepost.delivery.smtp_session import SessionLost, SmtpSession
+from carepost.delivery.smtp_session import Outgoing, SessionLost, SmtpSession
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 EHLO_PIPE = b"250-scripted.test\r\n250-PIPELINING\r\n250-SIZE 1000000\r\n250 STARTTLS\r\n"
@@ -184,6 +184,7 @@ def test_354_after_a_refused_recipient_ends_with_an_empty_body(scripted: Scripte
         writer.write(b"554 5.5.1 no valid recipients\r\n")
         assert await scripted.line(reader) == b"RSET\r\n"
         writer.write(b"250 reset\r\n")
+        await reader.read()  # the line stays open until the client has looked at it
 
     async def client(port: int) -> Any:
         session = await _open(scripted, port)
@@ -305,3 +306,107 @@ def test_a_2xx_answer_to_data_is_never_taken_for_delivery(scripted: Scripted) ->
     attempt = run(scripted, server, lambda port: _send_one(scripted, port))
     assert (attempt.outcome.status, attempt.outcome.reason) == ("deferred", "lost_before_data")
     assert b"body\r\n" not in scripted.seen
+
+
+async def _body(scripted: Scripted, reader: asyncio.StreamReader) -> bytes:
+    body = b""
+    while not body.endswith(b"\r\n.\r\n"):
+        body += await scripted.line(reader)
+    return body
+
+
+def _stream(session: SmtpSession, count: int, limit: int = 100) -> Any:
+    """`count` messages through `session.stream`: (results by tag, messages handed back)."""
+    items = [Outgoing("a@clinic.example", f"p{i}@x.test", MESSAGE, tag=i) for i in range(count)]
+    queue = list(items)
+    results: dict[int, Any] = {}
+
+    def done(item: Outgoing, result: Any) -> None:
+        results[item.tag] = result
+
+    async def go() -> Any:
+        back = await session.stream(lambda: queue.pop(0) if queue else None, done, limit=limit)
+        return results, [b.tag for b in back]
+
+    return go()
+
+
+def test_a_stream_sends_each_body_with_the_next_message_s_commands(scripted: Scripted) -> None:
+    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await scripted.starttls(reader, writer)
+        for _ in range(3):
+            await scripted.line(reader)
+        writer.write(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n")
+        for i in range(2):
+            assert await _body(scripted, reader) == MESSAGE + b".\r\n"
+            # The next message's group came before this body was answered: a client that
+            # waited for the answer first would leave these reads hanging.
+            group = [await scripted.line(reader) for _ in range(3)]
+            assert group[1] == b"RCPT TO:<p%d@x.test>\r\n" % (i + 1)
+            assert group[2] == b"DATA\r\n"
+            writer.write(b"250 2.0.0 Ok: queued as Q%d\r\n250 Ok\r\n250 Ok\r\n354 go\r\n" % i)
+        assert await _body(scripted, reader) == MESSAGE + b".\r\n"
+        writer.write(b"250 2.0.0 Ok: queued as Q2\r\n")
+        assert await scripted.line(reader) == b"QUIT\r\n"
+        writer.write(b"221 bye\r\n")
+
+    async def client(port: int) -> Any:
+        session = await _open(scripted, port)
+        outcome = await _stream(session, 3)
+        usable, sent = session.usable, session.sent
+        await session.quit()
+        return outcome, usable, sent
+
+    (results, back), usable, sent = run(scripted, server, client)
+    assert back == []
+    assert [(results[i].phase, str(results[i].reply)) for i in range(3)] == [
+        ("data", f"250 2.0.0 Ok: queued as Q{i}") for i in range(3)
+    ]
+    assert (usable, sent) == (True, 3)
+
+
+def test_a_stream_hands_back_the_message_behind_a_dropped_body(scripted: Scripted) -> None:
+    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await scripted.starttls(reader, writer)
+        for _ in range(3):
+            await scripted.line(reader)
+        writer.write(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n")
+        await _body(scripted, reader)
+        for _ in range(3):  # the second message's group, never answered
+            await scripted.line(reader)
+        writer.transport.abort()
+
+    async def client(port: int) -> Any:
+        return await _stream(await _open(scripted, port), 3)
+
+    results, back = run(scripted, server, client)
+    # The first body may have been taken: unknown. The second message's MAIL was never
+    # answered and its body never sent: it goes to another session. The third was never
+    # taken from the queue.
+    assert (results[0].phase, results[0].error) == ("after_data", "lost")
+    assert sorted(results) == [0]
+    assert back == [1]
+
+
+def test_a_stream_stops_at_the_session_s_cap(scripted: Scripted) -> None:
+    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await scripted.starttls(reader, writer)
+        for i in range(2):
+            for _ in range(3):
+                await scripted.line(reader)
+            writer.write(b"250 Ok\r\n250 Ok\r\n354 go\r\n")
+            await _body(scripted, reader)
+            writer.write(b"250 2.0.0 Ok: queued as Q%d\r\n" % i)
+        assert await scripted.line(reader) == b"QUIT\r\n"
+        writer.write(b"221 bye\r\n")
+
+    async def client(port: int) -> Any:
+        session = await _open(scripted, port)
+        outcome = await _stream(session, 3, limit=2)
+        await session.quit()
+        return outcome
+
+    results, back = run(scripted, server, client)
+    # The cap is known before the second body goes, so nothing of the third is written.
+    assert sorted(results) == [0, 1]
+    assert back == []

@@ -232,3 +232,104 @@ def test_an_address_that_would_inject_a_command_fails_alone(smtp_sink_factory) -
     )
     assert good.outcome.status == "sent"
     assert len(sink.state.received) == 1
+
+
+def _send_batch(config: RelayConfig, rcpts: list[str]) -> list[Any]:
+    async def go() -> list[Any]:
+        transport = SmtpTransport(config)
+        try:
+            return await transport.send_batch(
+                [
+                    Envelope("bounce@clinic.example", r, MESSAGE % str(i).encode())
+                    for i, r in enumerate(rcpts)
+                ]
+            )
+        finally:
+            await transport.close()
+
+    return asyncio.run(go())
+
+
+# A batch through every fault the sink can inject, with good messages on either side of
+# each: a fault must settle its own message and no other.
+_BATCH = [
+    ("ok.0@sink.test", "sent", None),
+    ("rcpt-550@sink.test", "failed", 550),
+    ("ok.1@sink.test", "sent", None),
+    ("data-451@sink.test", "deferred", 451),
+    ("ok.2@sink.test", "sent", None),
+    ("drop@sink.test", "unknown", None),
+    ("ok.3@sink.test", "sent", None),
+    ("mail-421@sink.test", "deferred", 421),
+    ("ok.4@sink.test", "sent", None),
+    ("data-421@sink.test", "deferred", 421),
+    ("ok.5@sink.test", "sent", None),
+    ("data-552@sink.test", "failed", 552),
+    ("rcpt-450@sink.test", "deferred", 450),
+    ("ok.6@sink.test", "sent", None),
+]
+
+
+@pytest.mark.parametrize("sessions", [1, 3])
+def test_a_batch_settles_each_fault_on_its_own_message(smtp_sink_factory, sessions) -> None:  # type: ignore[no-untyped-def]
+    sink = smtp_sink_factory()
+    rcpts = [r for r, _, _ in _BATCH]
+    attempts = _send_batch(_relay(sink, pool_size=sessions), rcpts)
+    assert [(a.outcome.status, a.outcome.code) for a in attempts] == [
+        (status, code if code is not None else a.outcome.code)
+        for (_, status, code), a in zip(_BATCH, attempts, strict=True)
+    ]
+    assert attempts[5].outcome.reason == "lost_after_data"
+    assert all(a.tls_version in ("TLSv1.2", "TLSv1.3") for a in attempts if a.outcome.code)
+    # Every message the sink took (the dropped one too: it stored the body before it hung
+    # up) arrived once: a message handed to another session after a break was never
+    # sent twice.
+    expected = [f"<{i}@clinic.example>" for i, (_, s, _) in enumerate(_BATCH) if s == "sent"]
+    expected.append("<5@clinic.example>")
+    assert sorted(sink.state.message_ids()) == sorted(expected)
+    assert all(r.tls for r in sink.state.received)
+
+
+def test_a_batch_reuses_connections_up_to_the_cap(smtp_sink_factory) -> None:  # type: ignore[no-untyped-def]
+    sink = smtp_sink_factory()
+    attempts = _send_batch(
+        _relay(sink, pool_size=1, max_messages_per_connection=3), ["ok@sink.test"] * 7
+    )
+    assert [a.outcome.status for a in attempts] == ["sent"] * 7
+    assert sorted(sink.state.message_ids()) == sorted(f"<{i}@clinic.example>" for i in range(7))
+    assert sink.state.sessions == 3  # 3 + 3 + 1
+
+
+def test_a_batch_without_tls_sends_no_plaintext_byte(smtp_sink_factory) -> None:  # type: ignore[no-untyped-def]
+    sink = smtp_sink_factory("none")
+    attempts = _send_batch(_relay(sink, pool_size=2), ["ok@sink.test"] * 4)
+    assert [(a.outcome.status, a.outcome.reason) for a in attempts] == [
+        ("deferred", "tls_unavailable")
+    ] * 4
+    assert sink.state.mail_commands == []
+
+
+def test_a_batch_meets_a_hang_with_a_timeout_and_goes_on(smtp_sink_factory) -> None:  # type: ignore[no-untyped-def]
+    sink = smtp_sink_factory()
+    attempts = _send_batch(
+        _relay(sink, pool_size=1, timeout=0.5),
+        ["ok.0@sink.test", "hang@sink.test", "ok.1@sink.test"],
+    )
+    assert [(a.outcome.status, a.outcome.reason) for a in attempts] == [
+        ("sent", attempts[0].outcome.reason),
+        ("unknown", "timeout_after_data"),
+        ("sent", attempts[2].outcome.reason),
+    ]
+    # The message behind the hung one went out on a new connection.
+    assert sink.state.sessions == 2
+
+
+def test_a_batch_fails_an_address_that_would_inject_a_command_alone(smtp_sink_factory) -> None:  # type: ignore[no-untyped-def]
+    sink = smtp_sink_factory()
+    attempts = _send_batch(
+        _relay(sink, pool_size=1),
+        ["ok.0@sink.test", "x@sink.test>\r\nRCPT TO:<evil@sink.test", "ok.1@sink.test"],
+    )
+    assert [a.outcome.status for a in attempts] == ["sent", "failed", "sent"]
+    assert attempts[1].outcome.reason == "invalid_address"
+    assert sorted(sink.state.message_ids()) == ["<0@clinic.example>", "<2@clinic.example>"]

@@ -87,8 +87,8 @@ def _simple_body(message: bytes, start: int) -> bytes | memoryview:
 def _relaxed_body(message: bytes, start: int) -> bytes | memoryview:
     """`message[start:]` canonicalized: a view, not a copy, when it already is."""
     # Whatever the canonicalization changes lies before the last space or tab (or in the
-    # CRLF just after it); in carepost's messages the base64 HTML part that follows is
-    # most of the body, so the searches and the rewrite skip it.
+    # CRLF just after it): in a message whose HTML part went as base64, the searches
+    # and the rewrite skip that part.
     end = max(message.rfind(b" ", start), message.rfind(b"\t", start)) + 1
     if (
         message.find(b"\t", start, end) >= 0

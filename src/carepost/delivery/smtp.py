@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -32,10 +33,12 @@ from carepost.delivery.outcome import (
     tls_unavailable,
 )
 from carepost.delivery.smtp_session import (
+    Outgoing,
     SessionLost,
     SessionRefused,
     SmtpSession,
     TlsUnavailable,
+    TransactionResult,
 )
 
 MAX_REPLY = 512
@@ -127,14 +130,28 @@ class SessionPool:
     def __len__(self) -> int:
         return len(self._idle)
 
+    def take_idle(self) -> SmtpSession | None:
+        """An idle session still fit to carry a message, or None."""
+        while self._idle:
+            session = self._idle.pop()
+            if session.usable:
+                return session
+            session.abort()
+        return None
+
+    async def keep(self, session: SmtpSession) -> None:
+        """A session a stream is done with: kept for the next message when it can be."""
+        if session.usable and session.sent < self.max_messages:
+            self._idle.append(session)
+        elif session.usable:
+            await session.quit()
+        else:
+            session.abort()
+
     async def send_reused(self, envelope: Envelope) -> Attempt | None:
         """The message over an idle session, or None when no idle session could take it
         (the caller opens a new one)."""
-        while self._idle:
-            session = self._idle.pop()
-            if not session.usable:
-                session.abort()
-                continue
+        while (session := self.take_idle()) is not None:
             attempt, reusable = await transact(session, envelope)
             # A server closes idle connections whenever it likes; a pooled connection
             # found dead before MAIL was answered is no news about the message.
@@ -163,24 +180,32 @@ class SessionPool:
 
 async def transact(session: SmtpSession, env: Envelope) -> tuple[Attempt, bool]:
     """One message on an open session: the attempt, and whether the session is reusable."""
-    method = session.method
     try:
         result = await session.transaction(
             env.mail_from, env.rcpt_to, env.data, crlf_clean=env.crlf_clean
         )
     except ValueError:
-        attempt = Attempt(invalid_address(), "", session.tls_version, session.tls_cipher, method)
-        return attempt, True
+        return attempt_of(session, env.mail_from, env.rcpt_to, None), True
+    return attempt_of(session, env.mail_from, env.rcpt_to, result), result.reusable
+
+
+def attempt_of(
+    session: SmtpSession, mail_from: str, rcpt_to: str, result: TransactionResult | None
+) -> Attempt:
+    """What a transaction's result means for the message (None: an address that cannot
+    be put in a command), with the relay's reply redacted and the session's TLS."""
+    method = session.method
+    if result is None:
+        return Attempt(invalid_address(), "", session.tls_version, session.tls_cipher, method)
     if result.reply is None:
         assert result.error is not None
         outcome = classify_error(result.phase, result.error)
-        return Attempt(outcome, "", session.tls_version, session.tls_cipher, method), False
+        return Attempt(outcome, "", session.tls_version, session.tls_cipher, method)
     reply = result.reply
     phase = "data" if result.phase == "after_data" else result.phase
     outcome = classify_reply(phase, reply.code, reply.text)
-    text = redact_reply(str(reply), (env.rcpt_to, env.mail_from))
-    attempt = Attempt(outcome, text, session.tls_version, session.tls_cipher, method)
-    return attempt, result.reusable
+    text = redact_reply(str(reply), (rcpt_to, mail_from))
+    return Attempt(outcome, text, session.tls_version, session.tls_cipher, method)
 
 
 def open_failure(exc: BaseException) -> Outcome | None:
@@ -243,6 +268,53 @@ class SmtpTransport:
             if isinstance(opened, Outcome):
                 return Attempt(opened)
             return await self._pool.send_on(opened, envelope)
+
+    async def send_batch(self, envelopes: Sequence[Envelope]) -> list[Attempt]:
+        """Many messages at once, over up to `pool_size` sessions that each stream
+        (`SmtpSession.stream`): one round trip a message where the relay pipelines.
+        Attempts in the order of `envelopes`. A message a broken session hands back goes
+        out on the next session; one that meets a relay it cannot reach gets that
+        attempt, as `send` would give it."""
+        attempts: list[Attempt | None] = [None] * len(envelopes)
+        queue = deque(
+            Outgoing(e.mail_from, e.rcpt_to, e.data, e.crlf_clean, i)
+            for i, e in enumerate(envelopes)
+        )
+
+        def take() -> Outgoing | None:
+            return queue.popleft() if queue else None
+
+        async def lane() -> None:
+            async with self._slots:
+                while queue:
+                    session = self._pool.take_idle()
+                    if session is None:
+                        opened = await self._open()
+                        if isinstance(opened, Outcome):
+                            item = take()
+                            if item is not None:
+                                attempts[item.tag] = Attempt(opened)
+                            continue
+                        session = opened
+
+                    def done(
+                        item: Outgoing,
+                        result: TransactionResult | None,
+                        session: SmtpSession = session,
+                    ) -> None:
+                        attempts[item.tag] = attempt_of(
+                            session, item.mail_from, item.rcpt_to, result
+                        )
+
+                    back = await session.stream(
+                        take, done, limit=self.config.max_messages_per_connection
+                    )
+                    queue.extendleft(reversed(back))
+                    await self._pool.keep(session)
+
+        await asyncio.gather(*(lane() for _ in range(min(self.config.pool_size, len(queue)))))
+        assert all(a is not None for a in attempts)
+        return [a for a in attempts if a is not None]
 
     async def close(self) -> None:
         await self._pool.close()

@@ -30,6 +30,7 @@ import re
 import socket
 import ssl
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -83,6 +84,30 @@ class TransactionResult:
     reply: Reply | None
     error: Literal["timeout", "lost"] | None = None
     reusable: bool = True
+
+    @property
+    def no_news(self) -> bool:
+        """The session broke before MAIL was answered: nothing is known of the message,
+        and its body was never sent, so another session may carry it."""
+        return self.phase == "mail" and self.reply is None and self.error == "lost"
+
+
+@dataclass
+class Outgoing:
+    """One message of a stream (`SmtpSession.stream`). `tag` is the caller's own index;
+    `retried` is set when a broken session handed the message back once already."""
+
+    mail_from: str
+    rcpt_to: str
+    data: bytes
+    crlf_clean: bool = False
+    tag: int = 0
+    retried: bool = False
+
+
+# What a stream reports for each message it took: the result, or None when an address
+# could not be put in a command (nothing was written for it).
+Done = Callable[[Outgoing, TransactionResult | None], None]
 
 
 class _Wire(asyncio.Protocol):
@@ -246,7 +271,12 @@ class SmtpSession:
         hangs up would otherwise be read as the next message's answer)."""
         wire = self._wire
         return (
-            not wire.closed and wire.error is None and not wire.replies and not wire.parser.pending
+            not wire.closed
+            # aborted here, before the loop has told the protocol the connection is lost
+            and not (wire.transport is None or wire.transport.is_closing())
+            and wire.error is None
+            and not wire.replies
+            and not wire.parser.pending
         )
 
     async def transaction(
@@ -254,30 +284,140 @@ class SmtpSession:
     ) -> TransactionResult:
         """One message. Raises ValueError (before writing anything) for an address that
         cannot be put in a command."""
-        commands = (
-            smtp_wire.mail_from(mail_from, len(data) if self.announces_size else None),
-            smtp_wire.rcpt_to(rcpt_to),
-            b"DATA\r\n",
-        )
+        commands = self._commands(mail_from, rcpt_to, data)
         payload = smtp_wire.data_payload(data, crlf_clean=crlf_clean)
         wire = self._wire
         replies: list[Reply] = []
         error: Literal["timeout", "lost"] | None = None
+        if self.pipelining:
+            try:
+                wire.write(b"".join(commands))
+            except SessionLost:
+                return self._broken("mail", "lost")
+            replies, error = await self._read(3)
+        else:
+            for phase, command in zip(_PHASES, commands, strict=True):
+                try:
+                    wire.write(command)
+                except SessionLost:
+                    error = "lost"
+                    break
+                got, error = await self._read(1)
+                replies += got
+                if error is not None or not _accepted(phase, got[0]):
+                    break
+        refused = await self._judge(replies, error)
+        if refused is not None:
+            return refused
+        try:
+            wire.write(payload)
+        except SessionLost:  # closed after 354, before a byte of the body left
+            return self._broken("data", "lost")
+        return await self._final()
+
+    async def stream(
+        self, take: Callable[[], Outgoing | None], done: Done, *, limit: int
+    ) -> list[Outgoing]:
+        """Messages from `take` until it has none left, this session has sent `limit`,
+        or the session breaks; `done` hears each one's result. Returns the messages to
+        carry on another session: a message whose fate is no news (its MAIL went
+        unanswered because the line broke) comes back once, and so does a message whose
+        commands went out behind a body the session did not survive.
+
+        With PIPELINING a message's body, its final dot and the next message's MAIL, RCPT
+        and DATA go out in one write (RFC 2920 section 3.1: message content may open a
+        group), so a message costs one round trip, not two: half the reads and writes
+        here, in a TLS terminator and in the relay. The relay answers the body before it
+        reads the next group, so each reply still belongs to one message."""
+        back: list[Outgoing] = []
+        if not self.pipelining:
+            while self.sent < limit and (item := take()) is not None:
+                try:
+                    result = await self.transaction(
+                        item.mail_from, item.rcpt_to, item.data, crlf_clean=item.crlf_clean
+                    )
+                except ValueError:
+                    done(item, None)
+                    continue
+                if not _report(item, result, done, back):
+                    break
+            return back
+        wire = self._wire
+        item, group = self._next_group(take, done)
+        if item is None:
+            return back
+        try:
+            wire.write(group)
+        except SessionLost:
+            _report(item, self._broken("mail", "lost"), done, back)
+            return back
+        while True:
+            replies, error = await self._read(3)
+            refused = await self._judge(replies, error)
+            if refused is not None:
+                if not _report(item, refused, done, back) or self.sent >= limit:
+                    return back
+                item, group = self._next_group(take, done)
+                if item is None:
+                    return back
+                try:
+                    wire.write(group)
+                except SessionLost:
+                    _report(item, self._broken("mail", "lost"), done, back)
+                    return back
+                continue
+            following, group = (
+                self._next_group(take, done) if self.sent + 1 < limit else (None, b"")
+            )
+            payload = smtp_wire.data_payload(item.data, crlf_clean=item.crlf_clean)
+            try:
+                wire.write(payload + group)
+            except SessionLost:  # closed after 354, before a byte of the body left
+                result = self._broken("data", "lost")
+            else:
+                result = await self._final()
+            done(item, result)
+            if following is None:
+                return back
+            if not result.reusable:
+                back.append(following)
+                return back
+            item = following
+
+    def _commands(self, mail_from: str, rcpt_to: str, data: bytes) -> tuple[bytes, bytes, bytes]:
+        return (
+            smtp_wire.mail_from(mail_from, len(data) if self.announces_size else None),
+            smtp_wire.rcpt_to(rcpt_to),
+            b"DATA\r\n",
+        )
+
+    def _next_group(self, take: Callable[[], Outgoing | None], done: Done) -> _Group:
+        """The next message whose addresses can be put in commands, with its pipelined
+        MAIL, RCPT and DATA; the others are reported as they are passed over."""
+        while (item := take()) is not None:
+            try:
+                return item, b"".join(self._commands(item.mail_from, item.rcpt_to, item.data))
+            except ValueError:
+                done(item, None)
+        return None, b""
+
+    async def _read(self, count: int) -> tuple[list[Reply], Literal["timeout", "lost"] | None]:
+        replies: list[Reply] = []
         try:
             async with asyncio.timeout(self.timeout):
-                if self.pipelining:
-                    wire.write(b"".join(commands))
-                for phase, command in zip(_PHASES, commands, strict=True):
-                    if not self.pipelining:
-                        wire.write(command)
-                    reply = await wire.reply()
-                    replies.append(reply)
-                    if not self.pipelining and not _accepted(phase, reply):
-                        break
+                for _ in range(count):
+                    replies.append(await self._wire.reply())
         except TimeoutError:
-            error = "timeout"
+            return replies, "timeout"
         except SessionLost:
-            error = "lost"
+            return replies, "lost"
+        return replies, None
+
+    async def _judge(
+        self, replies: list[Reply], error: Literal["timeout", "lost"] | None
+    ) -> TransactionResult | None:
+        """None when MAIL, RCPT and DATA were all accepted (the body may follow); else how
+        the transaction ended, with the session left clean or closed."""
         for phase, reply in zip(_PHASES, replies, strict=False):
             if phase == "data" and reply.ok:
                 # A success code where 354 belongs: the body was never asked for, so it
@@ -287,14 +427,14 @@ class SmtpSession:
                 return await self._end_refused(phase, reply, replies, alive=error is None)
         if error is not None:
             return self._broken(_PHASES[len(replies)], error)
-        try:
-            wire.write(payload)
-        except SessionLost:  # closed after 354, before a byte of the body left
-            return self._broken("data", "lost")
+        return None
+
+    async def _final(self) -> TransactionResult:
+        """The reply to a body just written."""
         try:
             async with asyncio.timeout(self.timeout):
-                await wire.drained()
-                final = await wire.reply()
+                await self._wire.drained()
+                final = await self._wire.reply()
         except TimeoutError:
             return self._broken("after_data", "timeout")
         except SessionLost:
@@ -345,6 +485,20 @@ class SmtpSession:
     def abort(self) -> None:
         if self._wire.transport is not None:
             self._wire.transport.abort()
+
+
+_Group = tuple[Outgoing, bytes] | tuple[None, bytes]
+
+
+def _report(item: Outgoing, result: TransactionResult, done: Done, back: list[Outgoing]) -> bool:
+    """Hand `result` to `done`, or `item` back for another session when its fate is no
+    news for the first time; whether the session can go on."""
+    if result.no_news and not item.retried:
+        item.retried = True
+        back.append(item)
+    else:
+        done(item, result)
+    return result.reusable
 
 
 async def _start_tls(

@@ -60,8 +60,8 @@ from carepost.delivery.models import (
     OutboxMessage,
 )
 from carepost.delivery.outcome import ALERTS, Outcome
-from carepost.delivery.smtp import Attempt, Envelope
-from carepost.delivery.transport import Transport
+from carepost.delivery.smtp import Attempt, Envelope, TlsPolicy
+from carepost.delivery.transport import Transport, send_all
 from carepost.messages.service import KIND as ONE_OFF_KIND
 from carepost.portal import fallback
 from carepost.portal.notice import PortalSender
@@ -546,58 +546,65 @@ class Worker:
         outbox.transition(session, [(r.id, state, reason) for r in rows], at)
 
     async def _send_all(self, prepared: Sequence[_Prepared]) -> tuple[list[Attempt], list[Handoff]]:
-        """`concurrency` senders take the next message as each finishes: one task per
-        sender rather than per message, which costs the loop less."""
+        """Every message by its route (delivery.route): the ones that go by mail through
+        the transport together (`transport.send_all`: the relay streams them), then, for
+        those the route sends to the portal and those whose recipient's server could not
+        do the TLS they require, the portal or a failure, `concurrency` at a time. All of
+        it before the batch records."""
         attempts: list[Attempt | None] = [None] * len(prepared)
-        handoffs: list[Handoff] = []
-        queue = iter(range(len(prepared)))
-
-        async def sender() -> None:
-            for i in queue:
-                attempts[i], handoff = await self._deliver(prepared[i])
-                if handoff is not None:
-                    handoffs.append(handoff)
-
-        await asyncio.gather(
-            *(sender() for _ in range(min(self.config.concurrency, len(prepared))))
-        )
-        return [a for a in attempts if a is not None], handoffs
-
-    async def _deliver(self, p: _Prepared) -> tuple[Attempt, Handoff | None]:
-        """The message by its route (delivery.route): sent with the envelope's TLS policy,
-        or, when the recipient's server cannot do the TLS it requires, failed or put in
-        the portal with a notice sent in its place, before the batch records."""
-        campaign_id = p.claimed.campaign_id or ""
-        decided, portal_kit = self._routes[campaign_id]
-        # An end-to-end encrypted message carries its real subject inside the encryption
-        # (delivery.e2e), so even a secure_delivery message may then go by mail.
-        encrypted = p.method is not None
-        if decided.refused is not None and not encrypted:
-            return Attempt(Outcome("failed", decided.refused, "connect")), None
-        if not decided.portal_only or encrypted:
-            # VERP: bounces come back to an address naming this outbox row.
-            mail_from = self.verp.address(self._return_paths[campaign_id], p.claimed.id)
-            attempt = await self.transport.send(
-                Envelope(
-                    mail_from,
-                    p.composed.rcpt,
-                    p.composed.data,
-                    crlf_clean=True,
-                    tls=decided.tls,
-                )
-            )
+        by_mail: list[int] = []
+        envelopes: list[Envelope] = []
+        to_portal: list[tuple[int, str]] = []
+        for i, p in enumerate(prepared):
+            decided, _ = self._routes[p.claimed.campaign_id or ""]
+            # An end-to-end encrypted message carries its real subject inside the
+            # encryption (delivery.e2e), so even a secure_delivery message may go by mail.
+            encrypted = p.method is not None
+            if decided.refused is not None and not encrypted:
+                attempts[i] = Attempt(Outcome("failed", decided.refused, "connect"))
+            elif not decided.portal_only or encrypted:
+                by_mail.append(i)
+                envelopes.append(self._envelope(p, decided.tls))
+            else:
+                to_portal.append((i, route.SECURE_DELIVERY))
+        sent = await send_all(self.transport, envelopes, self.config.concurrency)
+        for i, attempt in zip(by_mail, sent, strict=True):
             if not attempt.outcome.recipient_tls_failure:
-                return attempt, None
+                attempts[i] = attempt
+                continue
+            decided, _ = self._routes[prepared[i].claimed.campaign_id or ""]
             if decided.on_tls_failure == "fail":
                 # The sender profile wants no portal: final, since retrying will not give
                 # the recipient's server the TLS it lacks.
                 failed = Outcome("failed", attempt.outcome.reason, attempt.outcome.phase)
-                return Attempt(
+                attempts[i] = Attempt(
                     failed, attempt.reply, attempt.tls_version, attempt.tls_cipher, attempt.method
-                ), None
-            reason = attempt.outcome.reason
-        else:
-            reason = route.SECURE_DELIVERY
+                )
+            else:
+                to_portal.append((i, attempt.outcome.reason))
+        handoffs: list[Handoff] = []
+        queue = iter(to_portal)
+
+        async def porter() -> None:
+            for i, reason in queue:
+                attempts[i], handoff = await self._to_portal(prepared[i], reason)
+                if handoff is not None:
+                    handoffs.append(handoff)
+
+        await asyncio.gather(
+            *(porter() for _ in range(min(self.config.concurrency, len(to_portal))))
+        )
+        return [a for a in attempts if a is not None], handoffs
+
+    def _envelope(self, p: _Prepared, tls: TlsPolicy) -> Envelope:
+        # VERP: bounces come back to an address naming this outbox row.
+        campaign_id = p.claimed.campaign_id or ""
+        mail_from = self.verp.address(self._return_paths[campaign_id], p.claimed.id)
+        return Envelope(mail_from, p.composed.rcpt, p.composed.data, crlf_clean=True, tls=tls)
+
+    async def _to_portal(self, p: _Prepared, reason: str) -> tuple[Attempt, Handoff | None]:
+        """The message put in the portal, with a notice sent by mail in its place."""
+        _, portal_kit = self._routes[p.claimed.campaign_id or ""]
         return await fallback.to_portal(
             self.transport,
             self.ring,

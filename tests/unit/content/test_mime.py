@@ -7,6 +7,7 @@ import base64
 import binascii
 import email
 import email.policy
+import html as html_module
 import time
 
 import dkim
@@ -24,6 +25,7 @@ from carepost.content.mime import (
     format_address,
     header_line,
     headers_block,
+    html_body,
     qp_body,
     qp_known_lines,
 )
@@ -222,3 +224,91 @@ def test_a_long_unbroken_header_value_stays_on_one_line() -> None:
         header_line("List-Unsubscribe", "<https://x.example/" + "A" * 1000 + ">")
     with pytest.raises(HeaderInjection):
         header_line("List-Unsubscribe", "<https://x.example/%0d%0aBcc:x@evil.example>")
+
+
+def _html_of(raw: bytes) -> tuple[str, str]:
+    """The HTML part's transfer encoding and its text as a browser reads it."""
+    part = _parse(raw).get_body(("html",))
+    assert part is not None
+    text = part.get_content().replace("\r\n", "\n")
+    return part["Content-Transfer-Encoding"], text
+
+
+def test_html_goes_as_7bit_with_other_characters_as_references() -> None:
+    html = "<p>Résultats prêts · ✓ 😀</p>\n<p>Dr. Ünal &amp; team</p>"
+    raw = _message(html=html)
+    encoding, got = _html_of(raw)
+    assert encoding == "7bit"
+    assert "&#233;" in got
+    assert "&#128512;" in got
+    assert html_module.unescape(got).rstrip("\n") == html_module.unescape(html)
+    assert raw.isascii()
+
+
+@pytest.mark.parametrize(
+    ("html", "why"),
+    [
+        ("<style>p::before { content: '✓' }</style><p>x</p>", "references are not read in style"),
+        ("<SCRIPT type='x'>var a = 'é';</script ><p>x</p>", "nor in script"),
+        ("<p>\x91quoted\x92</p>", "HTML reads &#145; as a Windows-1252 quote"),
+        ("<p>" + "x" * 999 + "</p>", "a line longer than 998 octets"),
+        ("<p>a\x00b</p>", "a NUL"),
+        ("<p>x</p>\nFrom here on</p>", "a line a mailbox writer would turn into >From"),
+        ("From the clinic", "the same on the first line"),
+    ],
+)
+def test_html_that_7bit_would_change_goes_as_base64(html: str, why: str) -> None:
+    raw = _message(html=html)
+    encoding, got = _html_of(raw)
+    assert encoding == "base64", why
+    assert got.rstrip("\n") == html
+
+
+def test_html_holding_the_boundary_goes_as_base64() -> None:
+    hostile = "<p>x</p>\n--" + LAYOUT.boundary.decode() + "--\n<p>y</p>"
+    raw = _message(html=hostile)
+    assert _html_of(raw) == ("base64", hostile)
+    assert raw.count(b"--" + LAYOUT.boundary + b"--") == 1
+
+
+def test_non_ascii_outside_script_and_style_still_goes_as_7bit() -> None:
+    html = "<style>p { color: red }</style><p>Café</p><script>var a = 1;</script>"
+    assert html_body(html, LAYOUT.boundary) == (
+        True,
+        b"<style>p { color: red }</style><p>Caf&#233;</p><script>var a = 1;</script>\r\n",
+    )
+
+
+def test_html_line_ends_become_crlf_and_a_line_may_fill_998_octets() -> None:
+    html = "<p>a</p>\r\n<p>b</p>\r<p>" + "c" * 991 + "</p>"
+    seven_bit, data = html_body(html, LAYOUT.boundary)
+    assert seven_bit
+    assert data == b"<p>a</p>\r\n<p>b</p>\r\n<p>" + b"c" * 991 + b"</p>\r\n"
+    assert max(len(line) for line in data.split(b"\r\n")) == 998
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["<p>", "</p>", " ", "  ", "\t", "\n", "\r", ".", "From ", "é", "✓", "&"])
+        | st.text(max_size=40),
+        max_size=80,
+    ).map("".join)
+)
+def test_any_html_reads_back_the_same_and_signs(html: str) -> None:
+    """Whichever encoding the part takes, a reader gets the same document back, every
+    line fits, and the signature over it verifies."""
+    raw = _message(html=html)
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    encoding, got = _html_of(raw)
+    expected = html.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")
+    if encoding == "7bit":
+        assert html_module.unescape(got).rstrip("\n") == html_module.unescape(expected)
+    else:
+        assert got.rstrip("\n") == expected
+    signed = DkimSigner("clinic.example", "s1", _KEY).sign(raw)
+    assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: _RECORD)
+
+
+_KEY = generate_key("ed25519-sha256")
+_RECORD = dns_record_value(_KEY).encode()
