@@ -18,10 +18,13 @@ from sqlalchemy import (
     DateTime,
     Engine,
     MetaData,
+    String,
+    Text,
     any_,
     bindparam,
     create_engine,
     event,
+    func,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Session
@@ -118,9 +121,21 @@ def among(bind: Session | Connection, column: Any, values: Sequence[Any]) -> Col
     main thread on PostgreSQL, in a profile)."""
     dialect = bind.get_bind().dialect if isinstance(bind, Session) else bind.dialect
     if dialect.name == "postgresql":
+        if isinstance(column.type, String) and _joinable(values):
+            # Ids travel as one comma-joined text that the server splits: psycopg dumps
+            # a list element by element in Python, a string in one C call (500 ids:
+            # about 0.5 ms of the worker's CPU a query instead of 1.2).
+            joined = bindparam(None, ",".join(values), type_=Text())
+            return column == any_(func.string_to_array(joined, ","))  # type: ignore[no-any-return]
         values_param = bindparam(None, list(values), type_=ARRAY(column.type))
         return column == any_(values_param)  # type: ignore[no-any-return]
     return column.in_(values)  # type: ignore[no-any-return]
+
+
+def _joinable(values: Sequence[Any]) -> bool:
+    """Strings that a comma join and split gives back whole (an empty list is fine too:
+    the server splits '' into no elements)."""
+    return all(type(v) is str and "," not in v for v in values) and "" not in values
 
 
 def driver_value(session: Session, column: Any, value: Any) -> Any:

@@ -173,6 +173,41 @@ def test_among_matches_the_ids_given_and_no_others(workspace: Workspace, contact
     assert none == []
 
 
+@pytest.mark.parametrize(
+    ("wanted", "matches"),
+    [
+        (["a,b"], ["a,b"]),  # a comma inside a value: not split
+        (["a", "b"], ["a", "b"]),
+        ([""], [""]),  # an empty string is a value, not an empty list
+        (["", "a"], ["", "a"]),
+        (["z"], []),
+    ],
+)
+def test_among_takes_commas_and_empty_strings_as_values(
+    workspace: Workspace, contact: str, wanted: list[str], matches: list[str]
+) -> None:
+    """On PostgreSQL plain ids travel comma-joined; values that a join would change go
+    as an array. Both give exactly the rows asked for."""
+    reasons = ["a,b", "a", "b", ""]
+    ids = _ids(len(reasons))
+    _insert(workspace, contact, ids)
+    with transaction(workspace.engine) as session:
+        bulk_update(
+            session,
+            OutboxMessage.__table__,
+            ("last_reason",),
+            ("id",),
+            list(zip(reasons, ids, strict=True)),
+        )
+    with transaction(workspace.engine) as session:
+        found = session.scalars(
+            select(OutboxMessage.last_reason).where(
+                among(session, OutboxMessage.last_reason, wanted)
+            )
+        ).all()
+    assert sorted(found) == sorted(matches)
+
+
 def test_bytes_of_every_value_survive_the_copy(workspace: Workspace, contact: str) -> None:
     """bytea goes by binary COPY on PostgreSQL (no hex): every byte value, a backslash
     and bytes that spell hex included, comes back exactly."""

@@ -369,9 +369,9 @@ class SmtpSession:
             following, group = (
                 self._next_group(take, done) if self.sent + 1 < limit else (None, b"")
             )
-            payload = smtp_wire.data_payload(item.data, crlf_clean=item.crlf_clean)
+            payload = smtp_wire.data_payload(item.data, crlf_clean=item.crlf_clean, then=group)
             try:
-                wire.write(payload + group)
+                wire.write(payload)
             except SessionLost:  # closed after 354, before a byte of the body left
                 result = self._broken("data", "lost")
             else:

@@ -126,9 +126,10 @@ def rcpt_to(address: str) -> bytes:
     return f"RCPT TO:<{check_address(address)}>\r\n".encode("ascii")
 
 
-def data_payload(message: bytes, *, crlf_clean: bool = False) -> bytes:
+def data_payload(message: bytes, *, crlf_clean: bool = False, then: bytes = b"") -> bytes:
     """The body as DATA sends it: CRLF line ends, every line starting with a dot doubled
-    (RFC 5321 4.5.2), then the lone dot that ends it.
+    (RFC 5321 4.5.2), then the lone dot that ends it, and `then` (the next pipelined
+    commands) in the same buffer, copied once.
 
     A message with a lone CR or LF is normalised first, unless the caller vouches that it
     has none (`crlf_clean`): the check is three passes over the body, the stuffing one.
@@ -141,7 +142,7 @@ def data_payload(message: bytes, *, crlf_clean: bool = False) -> bytes:
         message += b"\r\n"
     if message.startswith(b"."):
         message = b"." + message
-    return message.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+    return b"".join((message.replace(b"\r\n.", b"\r\n.."), b".\r\n", then))
 
 
 def auth_plain(username: str, password: str) -> bytes:
