@@ -302,6 +302,7 @@ def run_worker(
     ca: str,
     name: str,
     signing_threads: int = 2,
+    sessions: int = CONCURRENCY,
     ready: Any = None,
     done: Any = None,
     measured: Any = None,
@@ -321,7 +322,7 @@ def run_worker(
         tls_port,
         tls="implicit",
         tls_context=ctx,
-        pool_size=CONCURRENCY,
+        pool_size=sessions,
         max_messages_per_connection=1000,
         timeout=30,
     )
@@ -381,6 +382,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--database-url", default="")
     parser.add_argument("--signing-threads", type=int, default=2, help="per worker")
+    parser.add_argument(
+        "--sessions", type=int, default=CONCURRENCY, help="SMTP sessions per worker (pool_size)"
+    )
     args = parser.parse_args()
     for tool in ("smtp-sink", "smtp-source", "stunnel4"):
         if shutil.which(tool) is None:
@@ -405,7 +409,7 @@ def main() -> None:
         manager = ctx.Manager()
         ready, done, measured = (manager.Barrier(args.workers + 1) for _ in range(3))
         with ctx.Pool(args.workers) as pool:
-            extra = (args.signing_threads, ready, done, measured)
+            extra = (args.signing_threads, args.sessions, ready, done, measured)
             pending = pool.starmap_async(
                 run_worker,
                 [
@@ -434,7 +438,8 @@ def main() -> None:
         kind = "PostgreSQL" if args.database_url else "SQLite"
         rate = sent / elapsed
         print(
-            f"carepost, {args.workers} worker process(es), {kind}: {sent} messages of "
+            f"carepost, {args.workers} worker process(es) with {args.sessions} SMTP sessions "
+            f"each, {kind}: {sent} messages of "
             f"{size} bytes in {elapsed:.1f} s -> {rate:,.0f} msg/s "
             "(gate, outbox, render, DKIM RSA-2048, archive, implicit TLS)"
         )
