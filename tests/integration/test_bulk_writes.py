@@ -208,6 +208,40 @@ def test_among_takes_commas_and_empty_strings_as_values(
     assert sorted(found) == sorted(matches)
 
 
+def test_an_archived_campaign_body_stays_in_the_table_s_own_pages(
+    workspace: Workspace, contact: str
+) -> None:
+    """PostgreSQL (migration 0017): a sealed body of a campaign message's size (about
+    2.5 KB, incompressible) is not moved to TOAST, whose compression attempt and extra
+    heap and index writes doubled the archive insert's server CPU."""
+    import os
+
+    from sqlalchemy import text
+
+    from carepost.delivery.models import ArchivedMessage
+
+    if workspace.engine.dialect.name != "postgresql":
+        pytest.skip("TOAST is PostgreSQL's")
+    ids = _ids(20)
+    _insert(workspace, contact, ids)
+    with transaction(workspace.engine) as session:
+        bulk_insert(
+            session,
+            ArchivedMessage.__table__,
+            ("outbox_id", "attempt", "dek_version", "codec", "body"),
+            [(i, 1, 1, "zstd", os.urandom(2500)) for i in ids],
+        )
+    with transaction(workspace.engine) as session:
+        toast = session.scalar(
+            text(
+                "SELECT reltoastrelid::regclass::text FROM pg_class"
+                " WHERE relname = 'message_archive'"
+            )
+        )
+        assert session.scalar(text(f"SELECT count(*) FROM {toast}")) == 0
+        assert session.scalar(text("SELECT min(pg_column_size(body)) FROM message_archive")) >= 2500
+
+
 def test_bytes_of_every_value_survive_the_copy(workspace: Workspace, contact: str) -> None:
     """bytea goes by binary COPY on PostgreSQL (no hex): every byte value, a backslash
     and bytes that spell hex included, comes back exactly."""
