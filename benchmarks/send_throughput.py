@@ -8,8 +8,12 @@ Timed: from the moment every worker process is ready (started, workspace open) t
 result written.
 
 Anchor, same run, same sink: Postfix's `smtp-source` pushing the same number of copies
-of one rendered message, with as many sessions as the worker's concurrency. smtp-source
-speaks no TLS, so it goes to smtp-sink directly: the anchor is the cost of SMTP alone.
+of one rendered message over 32 sessions. smtp-source speaks no TLS, so it goes to
+smtp-sink directly: the anchor is the cost of SMTP alone.
+
+Each worker keeps `--sessions` SMTP sessions (default 8, `CAREPOST_SMTP_POOL_SIZE`'s
+default): with one round trip a message, 8 keep every session busy, and 32 cost the
+worker a third more CPU a message (docs/benchmarks.md).
 
 The machine's ceiling, same run: what the setup costs any sender there (an RSA-2048
 signature, timed after the send on the idle machine, plus stunnel's and smtp-sink's CPU
@@ -58,7 +62,8 @@ FIELDS = (
     "first_name", "last_name", "full_name", "city", "state", "postal_code", "language",
     "insurance_type", "birth_date", "mrn",
 )  # fmt: skip
-CONCURRENCY = 32
+CONCURRENCY = 32  # the anchor's sessions, and the worker's concurrency setting
+SESSIONS = 8  # SMTP sessions a worker keeps (pool_size)
 BATCH = 500
 
 
@@ -302,7 +307,7 @@ def run_worker(
     ca: str,
     name: str,
     signing_threads: int = 2,
-    sessions: int = CONCURRENCY,
+    sessions: int = SESSIONS,
     ready: Any = None,
     done: Any = None,
     measured: Any = None,
@@ -383,7 +388,7 @@ def main() -> None:
     parser.add_argument("--database-url", default="")
     parser.add_argument("--signing-threads", type=int, default=2, help="per worker")
     parser.add_argument(
-        "--sessions", type=int, default=CONCURRENCY, help="SMTP sessions per worker (pool_size)"
+        "--sessions", type=int, default=SESSIONS, help="SMTP sessions per worker (pool_size)"
     )
     args = parser.parse_args()
     for tool in ("smtp-sink", "smtp-source", "stunnel4"):
