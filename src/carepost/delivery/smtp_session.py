@@ -343,33 +343,25 @@ class SmtpSession:
                     break
             return back
         wire = self._wire
+        # `group`: the message's commands while they are still to be written; empty
+        # once they went out behind the previous body.
         item, group = self._next_group(take, done)
-        if item is None:
-            return back
-        try:
-            wire.write(group)
-        except SessionLost:
-            _report(item, self._broken("mail", "lost"), done, back)
-            return back
-        while True:
+        while item is not None:
+            if group:
+                try:
+                    wire.write(group)
+                except SessionLost:
+                    _report(item, self._broken("mail", "lost"), done, back)
+                    return back
             replies, error = await self._read(3)
             refused = await self._judge(replies, error)
             if refused is not None:
                 if not _report(item, refused, done, back) or self.sent >= limit:
                     return back
                 item, group = self._next_group(take, done)
-                if item is None:
-                    return back
-                try:
-                    wire.write(group)
-                except SessionLost:
-                    _report(item, self._broken("mail", "lost"), done, back)
-                    return back
                 continue
-            following, group = (
-                self._next_group(take, done) if self.sent + 1 < limit else (None, b"")
-            )
-            payload = smtp_wire.data_payload(item.data, crlf_clean=item.crlf_clean, then=group)
+            following, then = self._next_group(take, done) if self.sent + 1 < limit else (None, b"")
+            payload = smtp_wire.data_payload(item.data, crlf_clean=item.crlf_clean, then=then)
             try:
                 wire.write(payload)
             except SessionLost:  # closed after 354, before a byte of the body left
@@ -377,12 +369,11 @@ class SmtpSession:
             else:
                 result = await self._final()
             done(item, result)
-            if following is None:
-                return back
-            if not result.reusable:
+            if following is not None and not result.reusable:
                 back.append(following)
                 return back
-            item = following
+            item, group = following, b""
+        return back
 
     def _commands(self, mail_from: str, rcpt_to: str, data: bytes) -> tuple[bytes, bytes, bytes]:
         return (
