@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     smtp_timeout: float = Field(default=30.0, gt=0)
     smtp_pool_size: int = Field(default=8, ge=1, le=256)
     smtp_messages_per_connection: int = Field(default=100, ge=1)
+    # Each body written with the next message's commands (RFC 2920); off for a relay that
+    # announces PIPELINING but drops what follows a body's final dot.
+    smtp_pipeline_messages: bool = True
     # Direct delivery (transport "direct"). EHLO name: this server's public host name,
     # which receivers check against its reverse DNS; empty means the host name.
     direct_ehlo_name: str = ""

@@ -410,3 +410,42 @@ def test_a_stream_stops_at_the_session_s_cap(scripted: Scripted) -> None:
     # The cap is known before the second body goes, so nothing of the third is written.
     assert sorted(results) == [0, 1]
     assert back == []
+
+
+def test_a_stream_not_across_messages_waits_for_each_body_s_answer(scripted: Scripted) -> None:
+    """For a relay that drops what follows a body's final dot
+    (`CAREPOST_SMTP_PIPELINE_MESSAGES=false`): nothing of the next message is written
+    before the body is answered; MAIL, RCPT and DATA still go as one group."""
+
+    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await scripted.starttls(reader, writer)
+        for i in range(2):
+            group = [await scripted.line(reader) for _ in range(3)]
+            assert group[1] == b"RCPT TO:<p%d@x.test>\r\n" % i
+            writer.write(b"250 Ok\r\n250 Ok\r\n354 go\r\n")
+            assert await _body(scripted, reader) == MESSAGE + b".\r\n"
+            with pytest.raises(TimeoutError):  # the client waits for this body's answer
+                await asyncio.wait_for(reader.read(1), 0.3)
+            writer.write(b"250 2.0.0 Ok: queued as Q%d\r\n" % i)
+        assert await scripted.line(reader) == b"QUIT\r\n"
+        writer.write(b"221 bye\r\n")
+
+    async def client(port: int) -> Any:
+        session = await _open(scripted, port)
+        items = [Outgoing("a@clinic.example", f"p{i}@x.test", MESSAGE, tag=i) for i in range(2)]
+        results: dict[int, Any] = {}
+
+        def done(item: Outgoing, result: Any) -> None:
+            results[item.tag] = result
+
+        back = await session.stream(
+            lambda: items.pop(0) if items else None, done, limit=100, across=False
+        )
+        await session.quit()
+        return results, back
+
+    results, back = run(scripted, server, client)
+    assert back == []
+    assert [str(results[i].reply) for i in range(2)] == [
+        f"250 2.0.0 Ok: queued as Q{i}" for i in range(2)
+    ]

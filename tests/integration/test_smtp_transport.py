@@ -333,3 +333,29 @@ def test_a_batch_fails_an_address_that_would_inject_a_command_alone(smtp_sink_fa
     assert [a.outcome.status for a in attempts] == ["sent", "failed", "sent"]
     assert attempts[1].outcome.reason == "invalid_address"
     assert sorted(sink.state.message_ids()) == ["<0@clinic.example>", "<2@clinic.example>"]
+
+
+def test_a_batch_not_across_messages_settles_the_same(smtp_sink_factory) -> None:  # type: ignore[no-untyped-def]
+    sink = smtp_sink_factory()
+    rcpts = [r for r, _, _ in _BATCH]
+    attempts = _send_batch(_relay(sink, pool_size=2, pipeline_messages=False), rcpts)
+    assert [a.outcome.status for a in attempts] == [status for _, status, _ in _BATCH]
+    expected = [f"<{i}@clinic.example>" for i, (_, s, _) in enumerate(_BATCH) if s == "sent"]
+    assert sorted(sink.state.message_ids()) == sorted([*expected, "<5@clinic.example>"])
+
+
+def test_the_setting_reaches_the_relay_transport(workspace) -> None:  # type: ignore[no-untyped-def]
+    from carepost.delivery.factory import transport_for
+    from carepost.workspace import Workspace
+
+    for transport_name in ("smtp", "capture"):
+        settings = workspace.settings.model_copy(
+            update={
+                "transport": transport_name,
+                "smtp_host": "relay.clinic.example",
+                "smtp_pipeline_messages": False,
+            }
+        )
+        transport = transport_for(Workspace(settings))
+        assert isinstance(transport, SmtpTransport)
+        assert transport.config.pipeline_messages is False

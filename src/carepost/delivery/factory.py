@@ -43,6 +43,7 @@ def transport_for(ws: Workspace) -> Transport:
                 timeout=s.smtp_timeout,
                 pool_size=s.smtp_pool_size,
                 max_messages_per_connection=s.smtp_messages_per_connection,
+                pipeline_messages=s.smtp_pipeline_messages,
             )
         )
     if s.transport == "direct":
@@ -61,6 +62,7 @@ def transport_for(ws: Workspace) -> Transport:
             timeout=s.smtp_timeout,
             pool_size=s.smtp_pool_size,
             max_messages_per_connection=s.smtp_messages_per_connection,
+            pipeline_messages=s.smtp_pipeline_messages,
         )
     )
 

@@ -54,6 +54,10 @@ class RelayConfig:
     timeout: float = 30.0
     pool_size: int = 8
     max_messages_per_connection: int = 100
+    # send_batch writes each body with the next message's commands when the relay
+    # pipelines; False waits for each body's answer first (a relay that announces
+    # PIPELINING but drops what follows a body's final dot).
+    pipeline_messages: bool = True
     local_hostname: str | None = None
     username: str | None = None
     password: str | None = field(default=None, repr=False)
@@ -307,7 +311,10 @@ class SmtpTransport:
                         )
 
                     back = await session.stream(
-                        take, done, limit=self.config.max_messages_per_connection
+                        take,
+                        done,
+                        limit=self.config.max_messages_per_connection,
+                        across=self.config.pipeline_messages,
                     )
                     queue.extendleft(reversed(back))
                     await self._pool.keep(session)

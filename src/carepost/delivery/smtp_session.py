@@ -316,7 +316,12 @@ class SmtpSession:
         return await self._final()
 
     async def stream(
-        self, take: Callable[[], Outgoing | None], done: Done, *, limit: int
+        self,
+        take: Callable[[], Outgoing | None],
+        done: Done,
+        *,
+        limit: int,
+        across: bool = True,
     ) -> list[Outgoing]:
         """Messages from `take` until it has none left, this session has sent `limit`,
         or the session breaks; `done` hears each one's result. Returns the messages to
@@ -328,9 +333,10 @@ class SmtpSession:
         and DATA go out in one write (RFC 2920 section 3.1: message content may open a
         group), so a message costs one round trip, not two: half the reads and writes
         here, in a TLS terminator and in the relay. The relay answers the body before it
-        reads the next group, so each reply still belongs to one message."""
+        reads the next group, so each reply still belongs to one message. With `across`
+        False, or without PIPELINING, the messages go one `transaction` after another."""
         back: list[Outgoing] = []
-        if not self.pipelining:
+        if not (self.pipelining and across):
             while self.sent < limit and (item := take()) is not None:
                 try:
                     result = await self.transaction(
