@@ -360,7 +360,10 @@ class Worker:
         # Chunks of messages on the signing threads: (row, attempt, contact, method) each,
         # and the future of their signed, packed bytes.
         pending: list[
-            tuple[list[tuple[outbox.Claimed, int, phi.OpenedContact, str | None]], Future[Any]]
+            tuple[
+                list[tuple[outbox.Claimed, int, phi.OpenedContact, str | None]],
+                Future[list[_Packed]],
+            ]
         ] = []
         denied: list[outbox.Claimed] = []
         no_address: list[outbox.Claimed] = []
