@@ -234,8 +234,10 @@ def test_an_archived_campaign_body_stays_in_the_table_s_own_pages(
     with transaction(workspace.engine) as session:
         toast = session.scalar(
             text(
+                # This test's own table (its schema is first on the search path), not
+                # another test's that runs beside it.
                 "SELECT reltoastrelid::regclass::text FROM pg_class"
-                " WHERE relname = 'message_archive'"
+                " WHERE oid = 'message_archive'::regclass"
             )
         )
         assert session.scalar(text(f"SELECT count(*) FROM {toast}")) == 0
