@@ -272,7 +272,19 @@ def build(
     """A whole message. `headers` are lines already made by `header_line` (the caller
     keeps the ones fixed per campaign and adds the per-message ones); `known_text` is
     `qp_known_lines` of the template's fixed text lines."""
-    seven_bit, html_part = html_body(html, layout.boundary)
+    return build_parts(layout, headers, text, html_body(html, layout.boundary), known_text)
+
+
+def build_parts(
+    layout: MimeLayout,
+    headers: bytes,
+    text: str,
+    html: tuple[bool, bytes],
+    known_text: Mapping[str, bytes] | None = None,
+) -> bytes:
+    """`build` with the HTML part already encoded: `html_body`'s answer for this layout's
+    boundary (or a flat template's plan of it, content.html_part)."""
+    seven_bit, html_part = html
     return b"".join(
         (
             headers,

@@ -30,6 +30,7 @@ from jinja2 import TemplateSyntaxError, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from carepost.content import fields as f
+from carepost.content import html_part, mime
 from carepost.content.text import html_to_text
 
 MARKETING_CLASSES = frozenset({"marketing", "marketing_paid"})
@@ -285,6 +286,16 @@ class Rendered:
 
 
 @dataclass(frozen=True)
+class RenderedParts:
+    """A message's rendered parts as `mime.build_parts` takes them: the HTML part already
+    encoded (`mime.html_body`'s answer), by the flat plan where it could be."""
+
+    subject: str
+    text: str
+    html_part: tuple[bool, bytes]  # (7bit, bytes) or (base64, bytes)
+
+
+@dataclass(frozen=True)
 class CompiledTemplate:
     """A checked template made ready for one campaign: CSS inlined, tracked links replaced
     by markers that no rendered value can contain, the text part made if absent, and
@@ -300,6 +311,9 @@ class CompiledTemplate:
     # the same for every recipient, so their encoding can be made once per campaign.
     fixed_text_lines: frozenset[str] = field(default=frozenset(), repr=False)
     fixed_subject: str | None = None  # the subject, when it has no template syntax
+    # The HTML part's fixed text encoded once, when the HTML is only text and merge
+    # fields (content.html_part).
+    html_plan: html_part.HtmlPlan | None = field(default=None, repr=False)
 
     def render(
         self,
@@ -311,16 +325,36 @@ class CompiledTemplate:
         """`link_urls[i]` replaces link i (the signed click URL); `open_url` is the
         pixel's source, or None for no pixel; `honeypot_url` the hidden link's, or None
         for none (untracked messages have neither)."""
-        swaps = {str(i): url for i, url in enumerate(link_urls)}
-        swaps["o"] = _PIXEL.format(src=html_lib.escape(open_url)) if open_url else ""
-        swaps["h"] = _HONEYPOT.format(href=html_lib.escape(honeypot_url)) if honeypot_url else ""
+        swaps = link_swaps(link_urls, open_url, honeypot_url)
         ctx = dict(context)
-        subject = self.fixed_subject
-        if subject is None:
-            subject = " ".join(self._subject.render(ctx).split())
         html = self._swap(self._html.render(ctx), swaps)
+        return Rendered(self._render_subject(ctx), html, self._swap(self._text.render(ctx), swaps))
+
+    def render_parts(
+        self,
+        context: Mapping[str, Any],
+        link_urls: Sequence[str],
+        open_url: str | None,
+        honeypot_url: str | None,
+        boundary: bytes,
+    ) -> RenderedParts:
+        """`render`, with the HTML part encoded for a MIME layout with `boundary`: what a
+        campaign message needs, and for a flat template without rendering the HTML."""
+        swaps = link_swaps(link_urls, open_url, honeypot_url)
+        ctx = dict(context)
+        part = self.html_plan.part(ctx, swaps, boundary) if self.html_plan else None
+        html = (
+            (True, part)
+            if part is not None
+            else mime.html_body(self._swap(self._html.render(ctx), swaps), boundary)
+        )
         text = self._swap(self._text.render(ctx), swaps)
-        return Rendered(subject, html, text)
+        return RenderedParts(self._render_subject(ctx), text, html)
+
+    def _render_subject(self, ctx: dict[str, Any]) -> str:
+        if self.fixed_subject is not None:
+            return self.fixed_subject
+        return " ".join(self._subject.render(ctx).split())
 
     def _swap(self, rendered: str, swaps: Mapping[str, str]) -> str:
         # Splitting on the marker leaves its captured index at every odd position: one
@@ -328,6 +362,15 @@ class CompiledTemplate:
         pieces = self._marker.split(rendered)
         pieces[1::2] = [swaps[key] for key in pieces[1::2]]
         return "".join(pieces)
+
+
+def link_swaps(
+    link_urls: Sequence[str], open_url: str | None, honeypot_url: str | None
+) -> dict[str, str]:
+    swaps = {str(i): url for i, url in enumerate(link_urls)}
+    swaps["o"] = _PIXEL.format(src=html_lib.escape(open_url)) if open_url else ""
+    swaps["h"] = _HONEYPOT.format(href=html_lib.escape(honeypot_url)) if honeypot_url else ""
+    return swaps
 
 
 _PIXEL = '<img src="{src}" width="1" height="1" alt="" style="display:block;border:0">'
@@ -364,11 +407,12 @@ def compile_template(spec: TemplateSpec) -> CompiledTemplate:
     at = body.end() if body else 0
     html_source = f"{html_source[:at]}cpmark{nonce}hx{html_source[at:]}"
     subject = TEXT_ENV.from_string(spec.subject)
+    html = HTML_ENV.from_string(html_source)
     return CompiledTemplate(
         spec,
         tuple(links),
         subject,
-        HTML_ENV.from_string(html_source),
+        html,
         TEXT_ENV.from_string(text_source),
         marker,
         frozenset(
@@ -377,4 +421,23 @@ def compile_template(spec: TemplateSpec) -> CompiledTemplate:
             if "{" not in line and f"cpmark{nonce}" not in line
         ),
         " ".join(subject.render().split()) if "{" not in spec.subject else None,
+        _checked_plan(html_part.plan(HTML_ENV.parse(html_source), marker), html, marker),
     )
+
+
+def _checked_plan(
+    plan: html_part.HtmlPlan | None, html: Any, marker: re.Pattern[str]
+) -> html_part.HtmlPlan | None:
+    """The plan, if it makes what the general path makes for sentinel values; a plan that
+    did not would be a bug in content.html_part, and the general path is always right."""
+    if plan is None:
+        return None
+    fields = {name: f"v{i}x" for i, (kind, name) in enumerate(plan.slots) if kind != html_part.SWAP}
+    swaps = {name: f"s{i}x" for i, (kind, name) in enumerate(plan.slots) if kind == html_part.SWAP}
+    boundary = b"=_cp_plan_check"
+    rendered = "".join(
+        swaps[piece] if i % 2 else piece
+        for i, piece in enumerate(marker.split(html.render(fields)))
+    )
+    expected = mime.html_body(rendered, boundary)
+    return plan if expected == (True, plan.part(fields, swaps, boundary)) else None

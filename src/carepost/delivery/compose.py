@@ -150,7 +150,7 @@ def compose(
         pixel: str | None = f"{kit.public_url}/t/o/{opened}"
     else:
         links, pixel, honeypot = list(kit.template.links), None, None
-    rendered = kit.template.render(context, links, pixel, honeypot)
+    rendered = kit.template.render_parts(context, links, pixel, honeypot, kit.layout.boundary)
     message_id = f"<{outbox_id}@{kit.message_id_domain}>"
     to_line = mime.header_line("To", rcpt)
     id_line = mime.header_line("Message-ID", message_id)
@@ -165,7 +165,7 @@ def compose(
         + mime.header_line("List-Unsubscribe-Post", unsubscribe["List-Unsubscribe-Post"])
     )
     if key is None:
-        data = mime.build(kit.layout, head, rendered.text, rendered.html, kit.known_text)
+        data = mime.build_parts(kit.layout, head, rendered.text, rendered.html_part, kit.known_text)
     else:
         protected = (
             kit.fixed_headers
@@ -174,11 +174,12 @@ def compose(
             + _date_line(at)
             + id_line
         )
-        inner = mime.build(
+        # The protected layout keeps the campaign's boundary, so the same HTML part fits.
+        inner = mime.build_parts(
             e2e.protected_layout(kit.layout),
             protected,
             rendered.text,
-            rendered.html,
+            rendered.html_part,
             kit.known_text,
         )
         data = head + e2e.encrypt_entity(key.kind, inner, key.material)
