@@ -17,19 +17,16 @@ to that over hostile values, and `plan` itself checks it once on sentinel values
 from __future__ import annotations
 
 import functools
-import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from jinja2 import nodes
 from markupsafe import escape
 
+from carepost.content import flat
 from carepost.content.mime import _C1_REFERENCE, _RAW_TEXT, MAX_LINE
 
-FIELD = "field"
-SWAP = "swap"
 _C1_CHARS = re.compile("[\x80-\x9f]")
 # A fixed piece that ends inside a character reference or a tag name: the value after it
 # could complete one ("&#1" + "30;", "<" + "style"), which the general path would read
@@ -45,7 +42,7 @@ class HtmlPlan:
 
     # [fixed0, None, fixed1, None, ..., fixedN]: a message fills the odd places.
     layout: tuple[str | None, ...]
-    slots: tuple[tuple[str, str], ...]  # (FIELD, name) | (SWAP, marker key), in order
+    slots: tuple[tuple[str, str], ...]  # content.flat's, in order
     swap_indexes: tuple[int, ...]  # the slots that take a swap (link, pixel, honeypot)
     # Lines that hold slots: (their fixed length, excluding the line end; the slots on them)
     lines: tuple[tuple[int, tuple[int, ...]], ...]
@@ -60,18 +57,13 @@ class HtmlPlan:
         self, context: Mapping[str, object], swaps: Mapping[str, str], boundary: bytes
     ) -> bytes | None:
         """The 7bit part's bytes, or None when this message needs the general path."""
-        try:
-            fields: list[Any] = [context[name] for name in self.field_names]
-            swapped = [swaps[key] for key in self.swap_keys]
-        except KeyError:
-            return None  # Jinja's Undefined: the general path renders it
-        if None in fields:
-            fields = ["" if v is None else v for v in fields]
-        if not all(type(v) is str for v in fields):
-            return None  # Markup, numbers: Jinja's own rules
+        gathered = flat.gather(self.field_names, self.swap_keys, context, swaps)
+        if gathered is None:
+            return None
+        fields, swapped = gathered
         if _HTML_SPECIAL.search("".join(fields)):
             fields = [escape(v) for v in fields]
-        values: list[str] = self.order(fields + swapped) if self.slots else []
+        values = self.order(fields + swapped)
         joined = "".join(values)
         if "\n" in joined or "\r" in joined or "\0" in joined:
             return None
@@ -98,23 +90,15 @@ class HtmlPlan:
 
     @functools.cached_property
     def field_names(self) -> tuple[str, ...]:
-        return tuple(name for kind, name in self.slots if kind == FIELD)
+        return tuple(name for kind, name in self.slots if kind == flat.FIELD)
 
     @functools.cached_property
     def swap_keys(self) -> tuple[str, ...]:
-        return tuple(name for kind, name in self.slots if kind == SWAP)
+        return tuple(name for kind, name in self.slots if kind == flat.SWAP)
 
     @functools.cached_property
     def order(self) -> Callable[[list[str]], list[str]]:
-        """Fields then swaps, as `part` gathers them, back into slot order."""
-        fields, swaps = iter(range(len(self.field_names))), iter(range(len(self.slots)))
-        for _ in self.field_names:
-            next(swaps)
-        at = [next(fields) if kind == FIELD else next(swaps) for kind, _ in self.slots]
-        if len(at) == 1:
-            return lambda values: [values[0]]
-        pick = operator.itemgetter(*at)
-        return lambda values: list(pick(values))
+        return flat.reorder(self.slots)
 
     @functools.cached_property
     def most_on_a_line(self) -> int:
@@ -124,25 +108,10 @@ class HtmlPlan:
 def plan(template: nodes.Template, marker: re.Pattern[str]) -> HtmlPlan | None:
     """The plan of a parsed HTML template whose output is only text, merge fields and
     `marker`'s link places; None for any other template."""
-    pieces = [""]
-    slots: list[tuple[str, str]] = []
-    for node in template.body:
-        if not isinstance(node, nodes.Output):
-            return None
-        for child in node.nodes:
-            if isinstance(child, nodes.TemplateData):
-                split = marker.split(child.data)
-                pieces[-1] += split[0]
-                for key, after in zip(split[1::2], split[2::2], strict=True):
-                    slots.append((SWAP, key))
-                    pieces.append(after)
-            elif isinstance(child, nodes.Name) and child.ctx == "load":
-                slots.append((FIELD, child.name))
-                pieces.append("")
-            else:
-                return None
-    if any("\r" in p or "\0" in p for p in pieces):
+    flattened = flat.flatten(template, marker)
+    if flattened is None:
         return None
+    pieces, slots = flattened
     if any(_OPEN_TAIL.search(p) for p in pieces[:-1]):
         return None
     encoded = [p.encode("ascii", "xmlcharrefreplace").decode("ascii") for p in pieces]
@@ -176,7 +145,7 @@ def plan(template: nodes.Template, marker: re.Pattern[str]) -> HtmlPlan | None:
     return HtmlPlan(
         layout=tuple(layout),
         slots=tuple(slots),
-        swap_indexes=tuple(i for i, (kind, _) in enumerate(slots) if kind == SWAP),
+        swap_indexes=tuple(i for i, (kind, _) in enumerate(slots) if kind == flat.SWAP),
         lines=lines,
         longest_fixed=max((fixed for fixed, _ in lines), default=0),
         base64_unless_ascii=base64_unless_ascii,

@@ -272,25 +272,22 @@ def build(
     """A whole message. `headers` are lines already made by `header_line` (the caller
     keeps the ones fixed per campaign and adds the per-message ones); `known_text` is
     `qp_known_lines` of the template's fixed text lines."""
-    return build_parts(layout, headers, text, html_body(html, layout.boundary), known_text)
+    return build_parts(layout, headers, qp_body(text, known_text), html_body(html, layout.boundary))
 
 
 def build_parts(
-    layout: MimeLayout,
-    headers: bytes,
-    text: str,
-    html: tuple[bool, bytes],
-    known_text: Mapping[str, bytes] | None = None,
+    layout: MimeLayout, headers: bytes, text_part: bytes, html: tuple[bool, bytes]
 ) -> bytes:
-    """`build` with the HTML part already encoded: `html_body`'s answer for this layout's
-    boundary (or a flat template's plan of it, content.html_part)."""
+    """`build` with the parts already encoded: `qp_body`'s answer, and `html_body`'s for
+    this layout's boundary (or a flat template's plans of them, content.text_part and
+    content.html_part)."""
     seven_bit, html_part = html
     return b"".join(
         (
             headers,
             layout.top,
             layout.text_head,
-            qp_body(text, known_text),
+            text_part,
             layout.html_head_7bit if seven_bit else layout.html_head,
             html_part,
             layout.close,

@@ -30,7 +30,7 @@ from jinja2 import TemplateSyntaxError, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from carepost.content import fields as f
-from carepost.content import html_part, mime
+from carepost.content import flat, html_part, mime, text_part
 from carepost.content.text import html_to_text
 
 MARKETING_CLASSES = frozenset({"marketing", "marketing_paid"})
@@ -287,11 +287,11 @@ class Rendered:
 
 @dataclass(frozen=True)
 class RenderedParts:
-    """A message's rendered parts as `mime.build_parts` takes them: the HTML part already
-    encoded (`mime.html_body`'s answer), by the flat plan where it could be."""
+    """A message's rendered parts as `mime.build_parts` takes them: encoded, by the flat
+    template's plans where they could be (content.text_part, content.html_part)."""
 
     subject: str
-    text: str
+    text_part: bytes  # quoted-printable, `mime.qp_body`'s answer
     html_part: tuple[bool, bytes]  # (7bit, bytes) or (base64, bytes)
 
 
@@ -314,6 +314,7 @@ class CompiledTemplate:
     # The HTML part's fixed text encoded once, when the HTML is only text and merge
     # fields (content.html_part).
     html_plan: html_part.HtmlPlan | None = field(default=None, repr=False)
+    text_plan: text_part.TextPlan | None = field(default=None, repr=False)
 
     def render(
         self,
@@ -337,19 +338,24 @@ class CompiledTemplate:
         open_url: str | None,
         honeypot_url: str | None,
         boundary: bytes,
+        known_text: Mapping[str, bytes],
     ) -> RenderedParts:
-        """`render`, with the HTML part encoded for a MIME layout with `boundary`: what a
-        campaign message needs, and for a flat template without rendering the HTML."""
+        """`render`, with the parts encoded for a MIME layout with `boundary`
+        (`known_text` is `mime.qp_known_lines` of `fixed_text_lines`): what a campaign
+        message needs, and for a flat template without rendering either part whole."""
         swaps = link_swaps(link_urls, open_url, honeypot_url)
         ctx = dict(context)
-        part = self.html_plan.part(ctx, swaps, boundary) if self.html_plan else None
-        html = (
-            (True, part)
-            if part is not None
-            else mime.html_body(self._swap(self._html.render(ctx), swaps), boundary)
+        html = self.html_plan.part(ctx, swaps, boundary) if self.html_plan else None
+        text = self.text_plan.part(ctx, swaps, known_text) if self.text_plan else None
+        return RenderedParts(
+            self._render_subject(ctx),
+            text
+            if text is not None
+            else mime.qp_body(self._swap(self._text.render(ctx), swaps), known_text),
+            (True, html)
+            if html is not None
+            else mime.html_body(self._swap(self._html.render(ctx), swaps), boundary),
         )
-        text = self._swap(self._text.render(ctx), swaps)
-        return RenderedParts(self._render_subject(ctx), text, html)
 
     def _render_subject(self, ctx: dict[str, Any]) -> str:
         if self.fixed_subject is not None:
@@ -408,12 +414,13 @@ def compile_template(spec: TemplateSpec) -> CompiledTemplate:
     html_source = f"{html_source[:at]}cpmark{nonce}hx{html_source[at:]}"
     subject = TEXT_ENV.from_string(spec.subject)
     html = HTML_ENV.from_string(html_source)
+    text = TEXT_ENV.from_string(text_source)
     return CompiledTemplate(
         spec,
         tuple(links),
         subject,
         html,
-        TEXT_ENV.from_string(text_source),
+        text,
         marker,
         frozenset(
             line
@@ -422,22 +429,47 @@ def compile_template(spec: TemplateSpec) -> CompiledTemplate:
         ),
         " ".join(subject.render().split()) if "{" not in spec.subject else None,
         _checked_plan(html_part.plan(HTML_ENV.parse(html_source), marker), html, marker),
+        _checked_text_plan(text_part.plan(TEXT_ENV.parse(text_source), marker), text, marker),
     )
 
 
+def _sentinels(slots: Sequence[flat.Slot]) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
+    """Values for the plan's check: distinct ones, then empty ones (a line may vanish)."""
+    for mark in ("v{}x", ""):
+        fields = {n: mark.format(i) for i, (kind, n) in enumerate(slots) if kind == flat.FIELD}
+        swaps = {n: mark.format(i) for i, (kind, n) in enumerate(slots) if kind == flat.SWAP}
+        yield fields, swaps
+
+
+def _rendered(
+    template: Any, marker: re.Pattern[str], fields: dict[str, str], swaps: dict[str, str]
+) -> str:
+    pieces = marker.split(template.render(fields))
+    pieces[1::2] = [swaps[key] for key in pieces[1::2]]
+    return "".join(pieces)
+
+
+# A plan that did not make what the general path makes for sentinel values would be a bug
+# in content.html_part or content.text_part: the general path is always right.
 def _checked_plan(
     plan: html_part.HtmlPlan | None, html: Any, marker: re.Pattern[str]
 ) -> html_part.HtmlPlan | None:
-    """The plan, if it makes what the general path makes for sentinel values; a plan that
-    did not would be a bug in content.html_part, and the general path is always right."""
     if plan is None:
         return None
-    fields = {name: f"v{i}x" for i, (kind, name) in enumerate(plan.slots) if kind != html_part.SWAP}
-    swaps = {name: f"s{i}x" for i, (kind, name) in enumerate(plan.slots) if kind == html_part.SWAP}
     boundary = b"=_cp_plan_check"
-    rendered = "".join(
-        swaps[piece] if i % 2 else piece
-        for i, piece in enumerate(marker.split(html.render(fields)))
-    )
-    expected = mime.html_body(rendered, boundary)
-    return plan if expected == (True, plan.part(fields, swaps, boundary)) else None
+    for fields, swaps in _sentinels(plan.slots):
+        expected = mime.html_body(_rendered(html, marker, fields, swaps), boundary)
+        if expected != (True, plan.part(fields, swaps, boundary)):
+            return None
+    return plan
+
+
+def _checked_text_plan(
+    plan: text_part.TextPlan | None, text: Any, marker: re.Pattern[str]
+) -> text_part.TextPlan | None:
+    if plan is None:
+        return None
+    for fields, swaps in _sentinels(plan.slots):
+        if mime.qp_body(_rendered(text, marker, fields, swaps), {}) != plan.part(fields, swaps, {}):
+            return None
+    return plan

@@ -150,7 +150,9 @@ def compose(
         pixel: str | None = f"{kit.public_url}/t/o/{opened}"
     else:
         links, pixel, honeypot = list(kit.template.links), None, None
-    rendered = kit.template.render_parts(context, links, pixel, honeypot, kit.layout.boundary)
+    rendered = kit.template.render_parts(
+        context, links, pixel, honeypot, kit.layout.boundary, kit.known_text
+    )
     message_id = f"<{outbox_id}@{kit.message_id_domain}>"
     to_line = mime.header_line("To", rcpt)
     id_line = mime.header_line("Message-ID", message_id)
@@ -165,7 +167,7 @@ def compose(
         + mime.header_line("List-Unsubscribe-Post", unsubscribe["List-Unsubscribe-Post"])
     )
     if key is None:
-        data = mime.build_parts(kit.layout, head, rendered.text, rendered.html_part, kit.known_text)
+        data = mime.build_parts(kit.layout, head, rendered.text_part, rendered.html_part)
     else:
         protected = (
             kit.fixed_headers
@@ -178,9 +180,8 @@ def compose(
         inner = mime.build_parts(
             e2e.protected_layout(kit.layout),
             protected,
-            rendered.text,
+            rendered.text_part,
             rendered.html_part,
-            kit.known_text,
         )
         data = head + e2e.encrypt_entity(key.kind, inner, key.material)
     pending = kit.signer.prepare(data, int(at.timestamp())) if kit.signer is not None else None

@@ -11,7 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from carepost.content import html_part
-from carepost.content.mime import MimeLayout, html_body
+from carepost.content.mime import MimeLayout, html_body, qp_body
 from carepost.content.template import (
     HTML_ENV,
     CompiledTemplate,
@@ -49,9 +49,9 @@ def both(template: CompiledTemplate, context: dict[str, Any]) -> tuple[object, o
     links = [f"https://m.example/t/c/tok{i}" for i in range(len(template.links))]
     general = template.render(context, links, "https://m.example/t/o/x", "https://m.example/h")
     parts = template.render_parts(
-        context, links, "https://m.example/t/o/x", "https://m.example/h", BOUNDARY
+        context, links, "https://m.example/t/o/x", "https://m.example/h", BOUNDARY, {}
     )
-    assert parts.text == general.text
+    assert parts.text_part == qp_body(general.text, {})
     assert parts.subject == general.subject
     return parts.html_part, html_body(general.html, BOUNDARY)
 
