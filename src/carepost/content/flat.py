@@ -7,9 +7,11 @@ per campaign, the fixed text between the slots, and per message only the values
 
 from __future__ import annotations
 
+import functools
 import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import nodes
@@ -47,29 +49,44 @@ def flatten(
     return pieces, slots
 
 
-def gather(
-    names: tuple[str, ...],
-    keys: tuple[str, ...],
-    context: Mapping[str, object],
-    swaps: Mapping[str, str],
-) -> tuple[list[str], list[str]] | None:
-    """The fields' values as Jinja's `finalize` leaves them (None as ""), and the swaps';
-    None when a value would take Jinja's other rules: a name the context lacks
-    (Undefined), or a value that is not a str (numbers, Markup)."""
-    try:
-        fields: list[Any] = [context[name] for name in names]
-        swapped = [swaps[key] for key in keys]
-    except KeyError:
-        return None
-    if None in fields:
-        fields = ["" if v is None else v for v in fields]
-    if not all(type(v) is str for v in fields):
-        return None
-    return fields, swapped
+@dataclass(frozen=True)
+class Slots:
+    """A flat template's slots in order, and how a message's values are gathered."""
+
+    items: tuple[Slot, ...]
+
+    @functools.cached_property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(name for kind, name in self.items if kind == FIELD)
+
+    @functools.cached_property
+    def swap_keys(self) -> tuple[str, ...]:
+        return tuple(name for kind, name in self.items if kind == SWAP)
+
+    @functools.cached_property
+    def order(self) -> Callable[[list[str]], list[str]]:
+        """Fields then swaps, as `gather` gives them, back into slot order."""
+        return reorder(self.items)
+
+    def gather(
+        self, context: Mapping[str, object], swaps: Mapping[str, str]
+    ) -> tuple[list[str], list[str]] | None:
+        """The fields' values as Jinja's `finalize` leaves them (None as ""), and the
+        swaps'; None when a value would take Jinja's other rules: a name the context
+        lacks (Undefined), or a value that is not a str (numbers, Markup)."""
+        try:
+            fields: list[Any] = [context[name] for name in self.field_names]
+            swapped = [swaps[key] for key in self.swap_keys]
+        except KeyError:
+            return None
+        if None in fields:
+            fields = ["" if v is None else v for v in fields]
+        if not all(type(v) is str for v in fields):
+            return None
+        return fields, swapped
 
 
 def reorder(slots: Sequence[Slot]) -> Callable[[list[str]], list[str]]:
-    """Fields then swaps, as `gather` gives them, back into slot order."""
     fields = iter(range(len(slots)))
     swaps = iter(range(sum(kind == FIELD for kind, _ in slots), len(slots)))
     at = [next(fields) if kind == FIELD else next(swaps) for kind, _ in slots]

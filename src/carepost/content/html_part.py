@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from jinja2 import nodes
@@ -42,8 +42,7 @@ class HtmlPlan:
 
     # [fixed0, None, fixed1, None, ..., fixedN]: a message fills the odd places.
     layout: tuple[str | None, ...]
-    slots: tuple[tuple[str, str], ...]  # content.flat's, in order
-    swap_indexes: tuple[int, ...]  # the slots that take a swap (link, pixel, honeypot)
+    slots: flat.Slots
     # Lines that hold slots: (their fixed length, excluding the line end; the slots on them)
     lines: tuple[tuple[int, tuple[int, ...]], ...]
     # The longest of those fixed lengths: with the most slots a line holds, a bound that
@@ -57,13 +56,13 @@ class HtmlPlan:
         self, context: Mapping[str, object], swaps: Mapping[str, str], boundary: bytes
     ) -> bytes | None:
         """The 7bit part's bytes, or None when this message needs the general path."""
-        gathered = flat.gather(self.field_names, self.swap_keys, context, swaps)
+        gathered = self.slots.gather(context, swaps)
         if gathered is None:
             return None
         fields, swapped = gathered
         if _HTML_SPECIAL.search("".join(fields)):
             fields = [escape(v) for v in fields]
-        values = self.order(fields + swapped)
+        values = self.slots.order(fields + swapped)
         joined = "".join(values)
         if "\n" in joined or "\r" in joined or "\0" in joined:
             return None
@@ -91,18 +90,6 @@ class HtmlPlan:
         if boundary in data or b"\nFrom " in data or data.startswith(b"From "):
             return None
         return data if data.endswith(b"\r\n") else data + b"\r\n"
-
-    @functools.cached_property
-    def field_names(self) -> tuple[str, ...]:
-        return tuple(name for kind, name in self.slots if kind == flat.FIELD)
-
-    @functools.cached_property
-    def swap_keys(self) -> tuple[str, ...]:
-        return tuple(name for kind, name in self.slots if kind == flat.SWAP)
-
-    @functools.cached_property
-    def order(self) -> Callable[[list[str]], list[str]]:
-        return flat.reorder(self.slots)
 
     @functools.cached_property
     def most_on_a_line(self) -> int:
@@ -148,8 +135,7 @@ def plan(template: nodes.Template, marker: re.Pattern[str]) -> HtmlPlan | None:
     layout.append(encoded[-1].replace("\n", "\r\n"))
     return HtmlPlan(
         layout=tuple(layout),
-        slots=tuple(slots),
-        swap_indexes=tuple(i for i, (kind, _) in enumerate(slots) if kind == flat.SWAP),
+        slots=flat.Slots(tuple(slots)),
         lines=lines,
         longest_fixed=max((fixed for fixed, _ in lines), default=0),
         base64_unless_ascii=base64_unless_ascii,

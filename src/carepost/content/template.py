@@ -457,7 +457,7 @@ def _checked_plan(
     if plan is None:
         return None
     boundary = b"=_cp_plan_check"
-    for fields, swaps in _sentinels(plan.slots):
+    for fields, swaps in _sentinels(plan.slots.items):
         expected = mime.html_body(_rendered(html, marker, fields, swaps), boundary)
         if expected != (True, plan.part(fields, swaps, boundary)):
             return None
@@ -469,7 +469,7 @@ def _checked_text_plan(
 ) -> text_part.TextPlan | None:
     if plan is None:
         return None
-    for fields, swaps in _sentinels(plan.slots):
+    for fields, swaps in _sentinels(plan.slots.items):
         if mime.qp_body(_rendered(text, marker, fields, swaps), {}) != plan.part(fields, swaps, {}):
             return None
     return plan

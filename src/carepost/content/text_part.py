@@ -11,9 +11,8 @@ message down the general path (`plan.part` returns None): the bytes are always t
 from __future__ import annotations
 
 import binascii
-import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from jinja2 import nodes
@@ -27,7 +26,7 @@ _Line = tuple[tuple[str | None, ...], tuple[int, ...]]
 @dataclass(frozen=True)
 class TextPlan:
     items: tuple[bytes | _Line, ...]  # encoded runs of fixed lines, and lines with slots
-    slots: tuple[flat.Slot, ...]
+    slots: flat.Slots
     # The text's last line has slots and others precede it: when it renders empty, it
     # is the text's final line end, not a line (as mime.qp_body reads it).
     last_may_vanish: bool
@@ -38,11 +37,11 @@ class TextPlan:
         swaps: Mapping[str, str],
         known: Mapping[str, bytes],
     ) -> bytes | None:
-        gathered = flat.gather(self.field_names, self.swap_keys, context, swaps)
+        gathered = self.slots.gather(context, swaps)
         if gathered is None:
             return None
         fields, swapped = gathered
-        values = self.order(fields + swapped)
+        values = self.slots.order(fields + swapped)
         joined = "".join(values)
         if "\n" in joined or "\r" in joined:
             return None
@@ -61,18 +60,6 @@ class TextPlan:
         if self.last_may_vanish and not line:
             out.pop()
         return b"".join(out)
-
-    @functools.cached_property
-    def field_names(self) -> tuple[str, ...]:
-        return tuple(name for kind, name in self.slots if kind == flat.FIELD)
-
-    @functools.cached_property
-    def swap_keys(self) -> tuple[str, ...]:
-        return tuple(name for kind, name in self.slots if kind == flat.SWAP)
-
-    @functools.cached_property
-    def order(self) -> Callable[[list[str]], list[str]]:
-        return flat.reorder(self.slots)
 
 
 def plan(template: nodes.Template, marker: re.Pattern[str]) -> TextPlan | None:
@@ -110,6 +97,6 @@ def plan(template: nodes.Template, marker: re.Pattern[str]) -> TextPlan | None:
         items.append((tuple(layout), tuple(on_line)))
     return TextPlan(
         items=tuple(items),
-        slots=tuple(slots),
+        slots=flat.Slots(tuple(slots)),
         last_may_vanish=not ends_with_line_end and bool(lines[-1][1]) and len(lines) > 1,
     )

@@ -109,7 +109,7 @@ def test_ordinary_values_take_the_plan() -> None:
 def test_values_the_plan_cannot_carry_go_the_general_way(context: dict[str, Any], why: str) -> None:
     plan = FLAT_TEMPLATE.html_plan
     assert plan is not None
-    swaps = {key: f"https://m.example/{key}" for key in plan.swap_keys}
+    swaps = {key: f"https://m.example/{key}" for key in plan.slots.swap_keys}
     assert plan.part(context, swaps, BOUNDARY) is None, why
     plan_part, general_part = both(FLAT_TEMPLATE, context)
     assert plan_part == general_part
