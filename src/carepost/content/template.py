@@ -311,8 +311,9 @@ class CompiledTemplate:
     # the same for every recipient, so their encoding can be made once per campaign.
     fixed_text_lines: frozenset[str] = field(default=frozenset(), repr=False)
     fixed_subject: str | None = None  # the subject, when it has no template syntax
-    # The HTML part's fixed text encoded once, when the HTML is only text and merge
-    # fields (content.html_part).
+    # The parts' fixed text encoded once when the template is flat (content.flat); None
+    # for any other template, and for a plan that failed its check against the general
+    # path (_checked_plan).
     html_plan: html_part.HtmlPlan | None = field(default=None, repr=False)
     text_plan: text_part.TextPlan | None = field(default=None, repr=False)
 
