@@ -25,7 +25,7 @@ from jinja2 import nodes
 from markupsafe import escape
 
 from carepost.content import flat
-from carepost.content.mime import _C1_REFERENCE, _RAW_TEXT, MAX_LINE
+from carepost.content.mime import C1_REFERENCE, MAX_LINE, RAW_TEXT
 
 _C1_CHARS = re.compile("[\x80-\x9f]")
 # A fixed piece that ends inside a character reference or a tag name: the value after it
@@ -112,10 +112,10 @@ def plan(template: nodes.Template, marker: re.Pattern[str]) -> HtmlPlan | None:
     for p in encoded[:-1]:
         at += len(p)
         offsets.append(at)
-    raw = [(m.start(), m.end()) for m in _RAW_TEXT.finditer(whole.encode("ascii"))]
+    raw = [(m.start(), m.end()) for m in RAW_TEXT.finditer(whole.encode("ascii"))]
     if any(start < off < end for off in offsets for start, end in raw):
         return None  # a value inside <script> or <style>: the general path decides
-    base64_unless_ascii = bool(_C1_REFERENCE.search(whole.encode("ascii"))) or any(
+    base64_unless_ascii = bool(C1_REFERENCE.search(whole.encode("ascii"))) or any(
         "&#" in whole[start:end] for start, end in raw
     )
     if base64_unless_ascii and not "".join(pieces).isascii():

@@ -170,8 +170,8 @@ def b64_body(text: str) -> bytes:
 # meaning that would change, or that 7bit cannot carry unchanged, goes as base64. Both
 # checks run on the encoded bytes: over a str with characters beyond Latin-1 the regex
 # engine is several times slower.
-_RAW_TEXT = re.compile(rb"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-_C1_REFERENCE = re.compile(rb"&#1(?:2[89]|[3-5][0-9]);")
+RAW_TEXT = re.compile(rb"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+C1_REFERENCE = re.compile(rb"&#1(?:2[89]|[3-5][0-9]);")
 
 
 def html_body(html: str, boundary: bytes) -> tuple[bool, bytes]:
@@ -184,7 +184,7 @@ def html_body(html: str, boundary: bytes) -> tuple[bool, bytes]:
         # A reference the template wrote itself also sends the part as base64 here:
         # rare, and base64 is always right.
         data = html.encode("ascii", "xmlcharrefreplace")
-        if _C1_REFERENCE.search(data) or any(b"&#" in m.group() for m in _RAW_TEXT.finditer(data)):
+        if C1_REFERENCE.search(data) or any(b"&#" in m.group() for m in RAW_TEXT.finditer(data)):
             return False, b64_body(html)
     if (
         b"\0" in data
