@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import operator
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,7 +66,15 @@ class Slots:
     @functools.cached_property
     def order(self) -> Callable[[list[str]], list[str]]:
         """Fields then swaps, as `gather` gives them, back into slot order."""
-        return reorder(self.items)
+        fields, swaps = (
+            iter(range(len(self.items))),
+            iter(range(len(self.field_names), len(self.items))),
+        )
+        at = [next(fields) if kind == FIELD else next(swaps) for kind, _ in self.items]
+        if len(at) < 2:
+            return lambda values: list(values)
+        pick = operator.itemgetter(*at)
+        return lambda values: list(pick(values))
 
     def gather(
         self, context: Mapping[str, object], swaps: Mapping[str, str]
@@ -84,13 +92,3 @@ class Slots:
         if not all(type(v) is str for v in fields):
             return None
         return fields, swapped
-
-
-def reorder(slots: Sequence[Slot]) -> Callable[[list[str]], list[str]]:
-    fields = iter(range(len(slots)))
-    swaps = iter(range(sum(kind == FIELD for kind, _ in slots), len(slots)))
-    at = [next(fields) if kind == FIELD else next(swaps) for kind, _ in slots]
-    if len(at) < 2:
-        return lambda values: list(values)
-    pick = operator.itemgetter(*at)
-    return lambda values: list(pick(values))
