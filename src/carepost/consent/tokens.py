@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import struct
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from carepost.consent.records import CHANNELS, valid_topic
 from carepost.crypto.keyring import KeyRing
+from carepost.crypto.nonces import random_bytes
 
 SUBKEY_PURPOSE = "carepost unsubscribe-token v1"
 _VERSION = b"\x01"
@@ -58,7 +58,7 @@ def make_token(ring: KeyRing, contact_id: str, channel: str, topic: str) -> str:
     if len(raw_id) != 16:
         raise ValueError("contact ids are 32 hex characters")
     payload = struct.pack(">B", CHANNELS.index(channel)) + raw_id + topic.encode("ascii")
-    nonce = os.urandom(_NONCE)
+    nonce = random_bytes(_NONCE)
     blob = _VERSION + nonce + _cipher(ring).encrypt(nonce, payload, _AAD)
     return base64.urlsafe_b64encode(blob).rstrip(b"=").decode("ascii")
 

@@ -8,7 +8,6 @@ full current state from its source, compared with the stored one by keyed finger
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from carepost.contacts.record import Record, canonical
 from carepost.crypto.blind_index import blind_index, record_fingerprint
 from carepost.crypto.envelope import aad, new_dek, open_sealed, seal, unwrap_dek, wrap_dek
 from carepost.crypto.keyring import KeyRing
+from carepost.crypto.nonces import random_bytes
 from carepost.db import bulk_insert, driver_value
 
 DEK_VERSION = 1
@@ -57,7 +57,7 @@ def new_id() -> str:
     global _last_tick
     tick = max(time.time_ns() // 1000, _last_tick + 1)
     _last_tick = tick
-    return f"{tick:014x}{os.urandom(9).hex()}"
+    return f"{tick:014x}{random_bytes(9).hex()}"
 
 
 def contact_aad(contact_id: str, dek_version: int) -> bytes:

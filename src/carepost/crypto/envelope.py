@@ -13,6 +13,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from carepost.crypto.keyring import KeyRing
+from carepost.crypto.nonces import random_bytes
 
 _FORMAT = b"\x01"
 _NONCE = 12
@@ -27,7 +28,7 @@ def aad(table: str, column: str, row_id: str, key_version: int) -> bytes:
 
 
 def seal(cipher: AESGCM, plaintext: bytes, associated: bytes) -> bytes:
-    nonce = os.urandom(_NONCE)
+    nonce = random_bytes(_NONCE)
     return _FORMAT + nonce + cipher.encrypt(nonce, plaintext, associated)
 
 

@@ -99,3 +99,41 @@ def test_a_text_with_a_condition_keeps_the_general_path() -> None:
     assert template.text_plan is None
     plan_part, general_part = both(template, {"first_name": "Ana", "city": "Leeds"})
     assert plan_part == general_part
+
+
+PLAIN_EDGES = [
+    *("a" * n for n in (0, 1, 74, 75, 76, 77, 149, 150, 151, 152, 225, 226, 227)),
+    "." * 76,  # a soft break leaves a lone "." on the next line
+    "b" * 75 + " " + "c",  # a space just before the soft break
+    "https://m.example/t/c/" + "A" * 90,  # a tracked link's shape
+]
+NOT_PLAIN_CHARACTERS = ["a=b", "é", "a\tb", "a\x7fb"]
+NOT_PLAIN_LINES = [".", "a ", "x" * 80 + " "]  # plain characters, but QP encodes them
+
+
+@pytest.mark.parametrize("value", PLAIN_EDGES + NOT_PLAIN_CHARACTERS + NOT_PLAIN_LINES)
+def test_plain_lines_and_their_edges_match_binascii(value: str) -> None:
+    """Plain lines take string slices, the rest binascii: both give binascii's bytes at
+    the soft-break lengths, and a line that is only a dot or ends in a space is encoded."""
+    template = TEMPLATES["ends-with-two"]
+    plan_part, general_part = both(template, {"first_name": value, "city": "Leeds"})
+    assert plan_part == general_part
+    first_line = plan_part.split(b"\r\n\r\n")[0] if value else b""
+    assert all(len(line) <= 76 for line in first_line.split(b"\r\n"))
+
+
+@pytest.mark.parametrize("value", PLAIN_EDGES)
+def test_the_slice_encoder_is_binascii_for_plain_lines(value: str) -> None:
+    import binascii
+
+    from carepost.content import text_part
+
+    assert text_part._is_plain(value)
+    assert text_part._plain_line(value).encode() == binascii.b2a_qp((value + "\r\n").encode())
+
+
+@pytest.mark.parametrize("value", NOT_PLAIN_CHARACTERS)
+def test_what_is_not_plain(value: str) -> None:
+    from carepost.content import text_part
+
+    assert not text_part._is_plain(value)
