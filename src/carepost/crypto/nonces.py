@@ -2,7 +2,7 @@
 
 `os.urandom` lets go of the GIL for its system call. In a delivery worker the signing
 threads then take the GIL, and the composing thread waits for it back: 187 µs a call
-beside a busy Python thread against 0.3 µs alone (docs/benchmarks.md). A campaign message
+beside a busy Python thread against 0.6 µs alone (docs/benchmarks.md). A campaign message
 draws two nonces on the composing thread (its unsubscribe token and its archive seal),
 so each thread here keeps a block of the kernel's random bytes and hands them out in
 order, each byte once: the wait comes once a block instead of twice a message.
