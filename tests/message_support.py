@@ -18,6 +18,7 @@ from carepost.messages.service import SentMessage, do_send_message
 from carepost.staff.principal import Principal
 from carepost.workspace import Workspace
 from delivery_support import SENDER, add_contacts
+from smtp_sink import RELAY_TIMEOUT
 
 LAB_HTML = (
     "<html><body><p>Dear {{ first_name }},</p>"
@@ -75,7 +76,9 @@ def send(
 def worker_for(
     ws: Workspace, sink: Any, on_handoff: Callable[[], None] | None = None, **config: Any
 ) -> Worker:
-    relay = RelayConfig(sink.host, sink.port, tls_context=sink.client_context, timeout=2.0)
+    relay = RelayConfig(
+        sink.host, sink.port, tls_context=sink.client_context, timeout=RELAY_TIMEOUT
+    )
     return Worker(
         ws.engine,
         ws.keyring,

@@ -41,7 +41,7 @@ from carepost.web.app import create_app
 from carepost.web.commands import server_config
 from carepost.workspace import Workspace
 from https_support import self_signed
-from smtp_sink import free_port
+from smtp_sink import RELAY_TIMEOUT, free_port
 
 SENDER = "example-clinic"
 ORG = "Example Clinic"
@@ -96,7 +96,7 @@ class MxTlsRefusing:
 
 def relay(sink: Any) -> SmtpTransport:
     return SmtpTransport(
-        RelayConfig(sink.host, sink.port, tls_context=sink.client_context, timeout=5.0)
+        RelayConfig(sink.host, sink.port, tls_context=sink.client_context, timeout=RELAY_TIMEOUT)
     )
 
 

@@ -34,6 +34,7 @@ from carepost.segments.service import save_segment
 from carepost.tracking.service import TrackedEvent, record_tracked
 from carepost.workspace import Workspace
 from delivery_support import HTML, SENDER, authorization
+from smtp_sink import RELAY_TIMEOUT
 
 RULE = 'state == "MA" or age >= 65'
 CLAUSES = ('state == "MA"', "age >= 65")
@@ -170,7 +171,9 @@ def _contacts(ws: Workspace) -> dict[str, str]:
 
 
 def _worker(ws: Workspace, sink: Any, clock: Clock) -> Worker:
-    relay = RelayConfig(sink.host, sink.port, tls_context=sink.client_context, timeout=2.0)
+    relay = RelayConfig(
+        sink.host, sink.port, tls_context=sink.client_context, timeout=RELAY_TIMEOUT
+    )
     return Worker(
         ws.engine,
         ws.keyring,

@@ -32,6 +32,12 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 TlsMode = Literal["starttls", "implicit", "none", "untrusted"]
 
+# The reply timeout for workers that talk to this sink and test no timeout. The sink
+# answers from a thread of the test's own process, so a worker's busy main thread and a
+# loaded CI machine can delay a reply past one second (seen: a journey message deferred
+# with 1.0). Tests of the timeout itself set their own, short one.
+RELAY_TIMEOUT = 10.0
+
 
 @dataclass
 class Received:

@@ -38,7 +38,7 @@ from carepost.workspace import Workspace
 from cli_runner import CarepostCli
 from conftest import shared_data
 from delivery_support import SENDER, campaign_scenario
-from smtp_sink import free_port
+from smtp_sink import RELAY_TIMEOUT, free_port
 
 EMAILS = [f"ok.{i}@sink.test" for i in range(4)]
 VERP_RE = re.compile(r"^bounces\+[0-9a-f]{32}-[0-9a-f]{16}@clinic\.example$")
@@ -64,7 +64,9 @@ class World:
 def world(workspace: Workspace, actor: Actor, smtp_sink_factory: Any) -> World:
     sc = campaign_scenario(workspace, actor, EMAILS, range(len(EMAILS)))
     sink = smtp_sink_factory()
-    relay = RelayConfig(sink.host, sink.port, tls_context=sink.client_context, timeout=2.0)
+    relay = RelayConfig(
+        sink.host, sink.port, tls_context=sink.client_context, timeout=RELAY_TIMEOUT
+    )
     worker = Worker(
         workspace.engine,
         workspace.keyring,

@@ -36,6 +36,7 @@ from carepost.delivery.smtp import RelayConfig, SmtpTransport
 from carepost.delivery.worker import Worker, WorkerConfig
 from carepost.workspace import Workspace
 from delivery_support import SENDER, campaign_scenario
+from smtp_sink import RELAY_TIMEOUT
 
 PUBLIC = "https://mail.clinic.example"
 
@@ -52,7 +53,9 @@ class Clock:
 
 
 def _worker(ws: Workspace, sink: Any, clock: Clock, **config: Any) -> Worker:
-    relay = RelayConfig(sink.host, sink.port, tls_context=sink.client_context, timeout=1.0)
+    relay = RelayConfig(
+        sink.host, sink.port, tls_context=sink.client_context, timeout=RELAY_TIMEOUT
+    )
     settings = {"public_url": PUBLIC, "batch_size": 5, **config}
     return Worker(
         ws.engine,

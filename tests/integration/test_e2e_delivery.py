@@ -48,6 +48,7 @@ from e2e_keys import (
     smime_decrypt,
     smime_identity,
 )
+from smtp_sink import RELAY_TIMEOUT
 
 PUBLIC = "https://mail.clinic.example"
 HTML = (
@@ -167,7 +168,9 @@ def _add_key(
 
 
 def _worker(ws: Workspace, sink: Any, clock: Clock) -> Worker:
-    relay = RelayConfig(sink.host, sink.port, tls_context=sink.client_context, timeout=2.0)
+    relay = RelayConfig(
+        sink.host, sink.port, tls_context=sink.client_context, timeout=RELAY_TIMEOUT
+    )
     return Worker(
         ws.engine,
         ws.keyring,

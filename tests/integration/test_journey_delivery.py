@@ -18,6 +18,7 @@ from carepost.journeys import events
 from carepost.journeys.engine import JourneyEngine
 from carepost.workspace import Workspace
 from journey_support import StepClock, publish, setup
+from smtp_sink import RELAY_TIMEOUT
 
 
 def test_journey_sends_are_delivered_and_campaign_stays_open(
@@ -31,7 +32,9 @@ def test_journey_sends_are_delivered_and_campaign_stays_open(
             events.do_send_event(session, "lab_result_available", c, {}, actor=actor, clock=clock)
     JourneyEngine(workspace.engine, clock).run_until_idle()
     sink = smtp_sink_factory()
-    relay = RelayConfig(sink.host, sink.port, tls_context=sink.client_context, timeout=1.0)
+    relay = RelayConfig(
+        sink.host, sink.port, tls_context=sink.client_context, timeout=RELAY_TIMEOUT
+    )
     worker = Worker(
         workspace.engine,
         workspace.keyring,

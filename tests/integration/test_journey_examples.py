@@ -28,6 +28,7 @@ from carepost.journeys.report import journey_report
 from carepost.segments.models import Segment, StaticMember
 from carepost.workspace import Workspace
 from journey_support import SENDER, START, StepClock, add_people, engage, publish, setup
+from smtp_sink import RELAY_TIMEOUT
 
 
 def _event(ws: Workspace, actor: Actor, name: str, contacts: list[str], clock: StepClock) -> None:
@@ -119,7 +120,9 @@ steps:
 def _deliver(ws: Workspace, clock: StepClock, sink_factory: Any) -> None:
     """Deliver what is queued through the real worker to a real SMTP server."""
     sink = sink_factory()
-    relay = RelayConfig(sink.host, sink.port, tls_context=sink.client_context, timeout=1.0)
+    relay = RelayConfig(
+        sink.host, sink.port, tls_context=sink.client_context, timeout=RELAY_TIMEOUT
+    )
     worker = Worker(
         ws.engine,
         ws.keyring,

@@ -23,6 +23,7 @@ from carepost.segments.service import SegmentEngine
 from carepost.web.app import create_app
 from carepost.workspace import Workspace
 from delivery_support import campaign_scenario
+from smtp_sink import RELAY_TIMEOUT
 from tracking_support import APPLE_IP, CHROME, PERSON_IP, SCANNER_IP, serving, stored_events
 
 PUBLIC = "https://mail.clinic.example"
@@ -49,7 +50,9 @@ def test_a_human_click_puts_the_contact_in_the_segment_a_scanner_does_not(
     emails = ["person@sink.test", "scanned@sink.test", "apple@sink.test"]
     sc = campaign_scenario(workspace, actor, emails, (), message_class="treatment")
     sink = smtp_sink_factory()
-    relay = RelayConfig(sink.host, sink.port, tls_context=sink.client_context, timeout=5.0)
+    relay = RelayConfig(
+        sink.host, sink.port, tls_context=sink.client_context, timeout=RELAY_TIMEOUT
+    )
     worker = Worker(
         workspace.engine,
         workspace.keyring,
