@@ -14,15 +14,35 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Date, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import Date, ForeignKey, Index, Integer, LargeBinary, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from carepost.db import Base, UTCDateTime
+from carepost.delivery.machine import DUE_STATES
+
+# The rows a claim may take, as the partial index `ix_outbox_ready` and the claim's own
+# WHERE both spell it: a planner uses a partial index only for a query whose condition
+# it can see implies the index's, and SQLite only for the same term, literals included.
+READY = "state IN (" + ", ".join(f"'{s}'" for s in DUE_STATES) + ")"
 
 
 class OutboxMessage(Base):
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "state", "lane", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_due", "state", "lane", "next_attempt_at"),
+        # The claim's order over due rows only: a claim reads its batch off the front of
+        # this index instead of sorting every due row of every campaign (565 ms against
+        # 4 ms a claim of 500 with 200,000 rows queued, docs/benchmarks.md). The hot
+        # path's state changes go to states outside it, so they add no entries.
+        Index(
+            "ix_outbox_ready",
+            "lane",
+            "next_attempt_at",
+            "id",
+            postgresql_where=text(READY),
+            sqlite_where=text(READY),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     campaign_id: Mapped[str | None] = mapped_column(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from carepost.campaigns.models import Campaign
@@ -311,7 +311,12 @@ def _lease(
 
 def _is_due(at: datetime, policy: machine.RetryPolicy) -> tuple[ColumnElement[bool], ...]:
     return (
-        OutboxMessage.state.in_(machine.DUE_STATES),
+        # Literals, not parameters: this is the predicate of the partial index
+        # `ix_outbox_ready` (models.READY), which a planner can only match against
+        # values it sees when it plans.
+        OutboxMessage.state.in_(
+            bindparam("due_states", machine.DUE_STATES, expanding=True, literal_execute=True)
+        ),
         OutboxMessage.next_attempt_at <= at,
         or_(
             OutboxMessage.state != "unknown",

@@ -1,0 +1,204 @@
+"""What one claim of a batch costs as the queue grows: `outbox.claim` of 500 rows with
+1,000 to 200,000 rows of a running campaign queued, with the partial index
+`ix_outbox_ready` (the claim reads its batch off the index's front) and, in the same run,
+without it (the index dropped: what every claim did before migration 0018, read and sort
+every due row).
+
+Anchor, same run: the claim with the index at the smallest depth. A claim that costs the
+same at every depth reads only its batch; one whose cost grows with the depth pays for
+the whole queue at every batch, so a large campaign's sending slows down by the square
+of its size.
+
+Each claim runs in a transaction that is rolled back, so every claim sees the same
+queue. The rows are written by the database itself (`INSERT ... SELECT`), all for one
+contact: the claim's plan depends on how many rows are due, not on whose they are.
+
+    python claim_depth.py [--depths 1000,20000,200000] [--claims 7] [--database-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+
+from _common import drop, fresh_workspace, machine
+from sqlalchemy import text
+
+from carepost.audit.actor import Actor
+from carepost.campaigns import service as campaigns
+from carepost.consent import service as consent
+from carepost.contacts.store import ContactInput, ContactWriter
+from carepost.content.service import add_template
+from carepost.content.template import TemplateSpec
+from carepost.db import transaction
+from carepost.delivery import machine as delivery_machine
+from carepost.delivery import outbox
+from carepost.demo import authorization_document
+from carepost.workspace import Workspace
+
+BATCH = 500
+HTML = (
+    "<html><body><p>{{ first_name }}</p><p><a href='{{ unsubscribe_url }}'>Unsubscribe</a>"
+    " · {{ sender_postal_address }}</p></body></html>"
+)
+
+
+def campaign(ws: Workspace) -> tuple[str, str]:
+    """One contact, one running campaign with that contact's row queued."""
+    actor = Actor("bench", "cli", "bench")
+    now = datetime.now(UTC)
+    with transaction(ws.engine) as s:
+        writer = ContactWriter(s, ws.keyring, now=now, source="bench")
+        [outcome] = writer.upsert_contacts(
+            [
+                ContactInput(
+                    "bench:1",
+                    {"v": 1, "name": {"given": ["A"]}, "emails": ["a@x.test"]},
+                    [("email", "a@x.test")],
+                )
+            ]
+        )
+        contact_id = outcome.contact_id
+        assert contact_id is not None
+        consent.set_consent(
+            s,
+            contact_id=contact_id,
+            channel="email",
+            topic="news",
+            status="opted_in",
+            source="form",
+            actor=actor,
+        )
+        doc = authorization_document(now, sender="bench", organization="Bench", purpose="News")
+        consent.add_authorization(s, ws.keyring, contact_id=contact_id, document=doc, actor=actor)
+        campaigns.add_sender(
+            s,
+            sender_id="bench",
+            from_name="Bench",
+            from_address="news@clinic.example",
+            postal_address="1 Bench Way, Springfield MA",
+            organization_name="Bench",
+            actor=actor,
+        )
+        template = add_template(
+            s, TemplateSpec("t", "News", HTML, "marketing", ("first_name",)), actor=actor
+        )
+        made = campaigns.create_campaign(
+            s,
+            name="bench",
+            segment="all",
+            template_id=template.id,
+            sender_id="bench",
+            topic="news",
+            actor=actor,
+        )
+        campaigns.start_campaign(s, made.id, members=[contact_id], membership_ref="b", actor=actor)
+    return made.id, contact_id
+
+
+def fill_to(ws: Workspace, campaign_id: str, contact_id: str, have: int, want: int) -> None:
+    if ws.engine.dialect.name == "postgresql":
+        series = (
+            "SELECT g AS n FROM generate_series(CAST(:first AS integer), "
+            "CAST(:last AS integer)) AS g"
+        )
+    else:
+        series = (
+            "WITH RECURSIVE g(n) AS (SELECT :first UNION ALL SELECT n + 1 FROM g "
+            "WHERE n < :last) SELECT n FROM g"
+        )
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    with transaction(ws.engine) as s:
+        s.execute(
+            text(
+                "INSERT INTO outbox (id, campaign_id, contact_id, lane, state, attempts, "
+                "unknown_retries, next_attempt_at, created_at, updated_at, held_back) "
+                "SELECT 'fill' || n, :campaign, :contact, 1, 'queued', 0, 0, :at, :at, :at, 0 "
+                f"FROM ({series}) AS s"
+            ),
+            {
+                "first": have + 1,
+                "last": want,
+                "campaign": campaign_id,
+                "contact": contact_id,
+                "at": at,
+            },
+        )
+    with ws.engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE")
+        conn.commit()
+
+
+def claim_seconds(ws: Workspace, claims: int) -> float:
+    """Median wall time of a claim of BATCH rows, each rolled back."""
+    times = []
+    for _ in range(claims):
+        with ws.engine.connect() as conn:
+            from sqlalchemy.orm import Session
+
+            with Session(bind=conn) as s:
+                started = time.perf_counter()
+                got = outbox.claim(
+                    s,
+                    worker="bench",
+                    at=datetime.now(UTC),
+                    limit=BATCH,
+                    lease=timedelta(minutes=5),
+                    policy=delivery_machine.RetryPolicy(),
+                )
+                times.append(time.perf_counter() - started)
+                assert len(got) == BATCH, len(got)
+                s.rollback()
+    return statistics.median(times)
+
+
+def set_index(ws: Workspace, present: bool) -> None:
+    with ws.engine.connect() as conn:
+        if present:
+            conn.exec_driver_sql(
+                "CREATE INDEX IF NOT EXISTS ix_outbox_ready ON outbox (lane, next_attempt_at, id) "
+                "WHERE state IN ('queued', 'deferred', 'unknown')"
+            )
+        else:
+            conn.exec_driver_sql("DROP INDEX IF EXISTS ix_outbox_ready")
+        conn.exec_driver_sql("ANALYZE")
+        conn.commit()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--depths", default="1000,20000,200000")
+    parser.add_argument("--claims", type=int, default=7)
+    parser.add_argument("--database-url", default="")
+    args = parser.parse_args()
+    depths = sorted(int(d) for d in args.depths.split(","))
+    ws, folder = fresh_workspace(args.database_url)
+    try:
+        campaign_id, contact_id = campaign(ws)
+        kind = ws.engine.dialect.name
+        print(f"machine: {machine()}")
+        print(f"date: {datetime.now(UTC):%Y-%m-%d}")
+        print(f"{kind}: median of {args.claims} claims of {BATCH}, each rolled back")
+        have, anchor = 1, 0.0
+        for depth in depths:
+            fill_to(ws, campaign_id, contact_id, have, depth)
+            have = depth
+            with_index = claim_seconds(ws, args.claims)
+            set_index(ws, present=False)
+            without = claim_seconds(ws, args.claims)
+            set_index(ws, present=True)
+            anchor = anchor or with_index
+            print(
+                f"  {depth:>8,} queued: with ix_outbox_ready {with_index * 1e3:8.1f} ms "
+                f"({with_index / anchor:.1f}x the anchor); without {without * 1e3:8.1f} ms "
+                f"({without / anchor:.1f}x)"
+            )
+        print(f"anchor: the claim with the index at {depths[0]:,} queued, {anchor * 1e3:.1f} ms")
+    finally:
+        drop(ws, folder)
+
+
+if __name__ == "__main__":
+    main()
