@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event
 
 from carepost.audit.actor import Actor
 from carepost.db import transaction
@@ -25,38 +25,34 @@ QUEUED = 5000
 
 
 def _fill(ws: Workspace, campaign_id: str, contact_id: str) -> None:
-    """QUEUED more due rows of the campaign, written by the database itself (the claim's
-    plan depends on the table's size, not on who its contacts are)."""
-    at = datetime(2026, 1, 1, tzinfo=UTC)
+    """QUEUED more due rows of the campaign, enqueued as a campaign's start enqueues them
+    and claimed right after, with no ANALYZE of ours: the plan must not depend on
+    statistics that a just-started campaign has not had time to get. (All for one
+    contact: the claim's plan depends on how many rows are due, not on whose they are.)"""
     with transaction(ws.engine) as s:
-        if ws.engine.dialect.name == "postgresql":
-            series = "SELECT g AS n FROM generate_series(1, :count) AS g"
-        else:
-            series = (
-                "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g "
-                "WHERE n < :count) SELECT n FROM g"
-            )
-        s.execute(
-            text(
-                "INSERT INTO outbox (id, campaign_id, contact_id, lane, state, attempts, "
-                "unknown_retries, next_attempt_at, created_at, updated_at, held_back) "
-                f"SELECT 'fill' || n, :campaign, :contact, 1, 'queued', 0, 0, :at, :at, :at, 0 "
-                f"FROM ({series}) AS s"
-            ),
-            {"count": QUEUED, "campaign": campaign_id, "contact": contact_id, "at": at},
+        outbox.enqueue(
+            s,
+            campaign_id=campaign_id,
+            contact_ids=[contact_id] * QUEUED,
+            lane=outbox.LANE_CAMPAIGN,
+            at=datetime(2026, 1, 1, tzinfo=UTC),
         )
-    with ws.engine.connect() as conn:
-        conn.exec_driver_sql("ANALYZE")
-        conn.commit()
 
 
-def _claim_statement(ws: Workspace) -> tuple[str, Any]:
-    """The SELECT that outbox.claim sends for its batch, with its parameters."""
-    seen: list[tuple[str, Any]] = []
+def _claim_plan(ws: Workspace) -> tuple[str, str]:
+    """The SELECT that outbox.claim sends for its batch, and its plan, read on the same
+    connection in the same transaction just before it runs (so with whatever the claim
+    set for it)."""
+    seen: list[tuple[str, str]] = []
+    explain = "EXPLAIN " if ws.engine.dialect.name == "postgresql" else "EXPLAIN QUERY PLAN "
 
-    def keep(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+    def keep(_conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
         if "ORDER BY outbox.lane" in statement:
-            seen.append((statement, parameters))
+            probe = cursor.connection.cursor()
+            probe.execute(explain + statement, parameters)
+            plan = "\n".join(" ".join(str(c) for c in row) for row in probe.fetchall())
+            probe.close()
+            seen.append((statement, plan))
 
     event.listen(ws.engine, "before_cursor_execute", keep)
     try:
@@ -79,19 +75,9 @@ def _claim_statement(ws: Workspace) -> tuple[str, Any]:
 def test_the_claim_reads_its_batch_off_the_ready_index(workspace: Workspace, actor: Actor) -> None:
     sc = campaign_scenario(workspace, actor, ["a@x.test"], [0])
     _fill(workspace, sc.campaign_id, sc.contact_ids[0])
-    statement, parameters = _claim_statement(workspace)
+    statement, plan = _claim_plan(workspace)
     # The states are in the statement as the index's predicate spells them.
     assert READY.split(" IN ")[1] in statement
-    raw = workspace.engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        if workspace.engine.dialect.name == "postgresql":
-            cursor.execute("EXPLAIN " + statement, parameters)
-        else:
-            cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters)
-        plan = "\n".join(" ".join(str(c) for c in row) for row in cursor.fetchall())
-    finally:
-        raw.close()
     assert "ix_outbox_ready" in plan, plan
     # No sort of the due rows: the index gives the claim's order.
     assert "Sort" not in plan, plan

@@ -10,12 +10,13 @@ executemany, never one round trip per recipient.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, bindparam, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, bindparam, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from carepost.campaigns.models import Campaign
@@ -78,7 +79,11 @@ def enqueue(
         transitions.append((row_id, 0, "queued", at_value, None))
         if len(chunk) >= ENQUEUE_CHUNK:
             total += _flush(session, columns, chunk, transitions, progress)
-    return total + _flush(session, columns, chunk, transitions, progress)
+    total += _flush(session, columns, chunk, transitions, progress)
+    if total >= ANALYZE_AFTER and session.get_bind().dialect.name == "sqlite":
+        session.execute(text(f"PRAGMA analysis_limit = {ANALYSIS_LIMIT}"))
+        session.execute(text("ANALYZE outbox"))
+    return total
 
 
 def enqueue_one(
@@ -136,6 +141,34 @@ def _flush(
     if progress is not None and n:
         progress(n)
     return n
+
+
+# Enqueued at once, this many rows change the outbox's shape enough that SQLite must hear
+# of it before the first claim: with no statistics (or old ones, from before the rows),
+# it plans the claim on ix_outbox_due and sorts the whole queue for every batch. SQLite
+# has no other way to be told; PostgreSQL is told per claim (_ordered_by_index).
+ANALYZE_AFTER = 1000
+# Rows an SQLite ANALYZE reads per index: enough to see the shape, cheap on a big outbox.
+ANALYSIS_LIMIT = 1000
+
+
+@contextmanager
+def _ordered_by_index(session: Session) -> Iterator[None]:
+    """PostgreSQL: plan the claim's SELECT with sorting priced out, so that it reads its
+    batch off the front of ix_outbox_ready whatever the statistics say. They are often
+    wrong for a claim: a campaign that just started has rows autovacuum has not counted
+    yet, and the join to `campaigns` (running, not rate-limited) is estimated to keep a
+    handful of rows. Planned for a handful, reading and sorting every due row looks
+    cheaper than an ordered index scan, and a claim then costs the whole queue. Only
+    this statement: the setting goes back before the claim writes anything."""
+    if session.get_bind().dialect.name != "postgresql":
+        yield
+        return
+    session.execute(text("SET LOCAL enable_sort = off"))
+    try:
+        yield
+    finally:
+        session.execute(text("SET LOCAL enable_sort = on"))
 
 
 def _lock(session: Session, stmt):  # type: ignore[no-untyped-def]
@@ -254,7 +287,8 @@ def claim(
     )
     if lane is not None:
         due = due.where(OutboxMessage.lane == lane)
-    rows = list(session.execute(_lock(session, due)).all())
+    with _ordered_by_index(session):
+        rows = list(session.execute(_lock(session, due)).all())
     if rows and rows[0].lane == LANE_ONE_OFF:
         # A batch with one-off messages carries nothing else: they go out after their
         # own short prepare and send, not behind hundreds of campaign messages composed
@@ -268,15 +302,16 @@ def claim(
         room = min(allowance, limit - len(rows))
         if room <= 0:
             continue
-        rows += session.execute(
-            _lock(
-                session,
-                select(*columns)
-                .where(*is_due, OutboxMessage.campaign_id == campaign_id)
-                .order_by(*order)
-                .limit(room),
-            )
-        ).all()
+        with _ordered_by_index(session):
+            rows += session.execute(
+                _lock(
+                    session,
+                    select(*columns)
+                    .where(*is_due, OutboxMessage.campaign_id == campaign_id)
+                    .order_by(*order)
+                    .limit(room),
+                )
+            ).all()
     return _lease(session, rows, worker=worker, at=at, lease=lease)
 
 
