@@ -1,8 +1,8 @@
 """What one claim of a batch costs as the queue grows: `outbox.claim` of 500 rows with
 1,000 to 200,000 rows of a running campaign queued, with the partial index
 `ix_outbox_ready` (the claim reads its batch off the index's front) and, in the same run,
-without it (the index dropped: what every claim did before migration 0018, read and sort
-every due row).
+without it (the claim as it was before migration 0018: the index dropped and the SELECT
+planned by the statistics alone, which read and sorted every due row).
 
 Anchor, same run: the claim with the index at the smallest depth. A claim that costs the
 same at every depth reads only its batch; one whose cost grows with the depth pays for
@@ -19,6 +19,7 @@ contact: the claim's plan depends on how many rows are due, not on whose they ar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
@@ -186,8 +187,15 @@ def main() -> None:
             fill_to(ws, campaign_id, contact_id, have, depth)
             have = depth
             with_index = claim_seconds(ws, args.claims)
+            # The claim as it was before migration 0018: no index in its order, and
+            # planned by the statistics alone.
             set_index(ws, present=False)
-            without = claim_seconds(ws, args.claims)
+            ordered = outbox._ordered_by_index
+            outbox._ordered_by_index = lambda _session: contextlib.nullcontext()  # type: ignore[assignment]
+            try:
+                without = claim_seconds(ws, args.claims)
+            finally:
+                outbox._ordered_by_index = ordered  # type: ignore[assignment]
             set_index(ws, present=True)
             anchor = anchor or with_index
             print(
