@@ -20,83 +20,33 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import statistics
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from _common import drop, fresh_workspace, machine
-from sqlalchemy import text
+from _common import drop, machine
+from send_throughput import setup
+from sqlalchemy import select, text
 
-from carepost.audit.actor import Actor
-from carepost.campaigns import service as campaigns
-from carepost.consent import service as consent
-from carepost.contacts.store import ContactInput, ContactWriter
-from carepost.content.service import add_template
-from carepost.content.template import TemplateSpec
+from carepost.config import Settings
 from carepost.db import transaction
 from carepost.delivery import machine as delivery_machine
 from carepost.delivery import outbox
-from carepost.demo import authorization_document
-from carepost.workspace import Workspace
+from carepost.delivery.models import OutboxMessage
+from carepost.workspace import Workspace, open_workspace
 
 BATCH = 500
-HTML = (
-    "<html><body><p>{{ first_name }}</p><p><a href='{{ unsubscribe_url }}'>Unsubscribe</a>"
-    " · {{ sender_postal_address }}</p></body></html>"
-)
 
 
 def campaign(ws: Workspace) -> tuple[str, str]:
-    """One contact, one running campaign with that contact's row queued."""
-    actor = Actor("bench", "cli", "bench")
-    now = datetime.now(UTC)
+    """The running campaign send_throughput's set-up made, and its one contact."""
     with transaction(ws.engine) as s:
-        writer = ContactWriter(s, ws.keyring, now=now, source="bench")
-        [outcome] = writer.upsert_contacts(
-            [
-                ContactInput(
-                    "bench:1",
-                    {"v": 1, "name": {"given": ["A"]}, "emails": ["a@x.test"]},
-                    [("email", "a@x.test")],
-                )
-            ]
-        )
-        contact_id = outcome.contact_id
-        assert contact_id is not None
-        consent.set_consent(
-            s,
-            contact_id=contact_id,
-            channel="email",
-            topic="news",
-            status="opted_in",
-            source="form",
-            actor=actor,
-        )
-        doc = authorization_document(now, sender="bench", organization="Bench", purpose="News")
-        consent.add_authorization(s, ws.keyring, contact_id=contact_id, document=doc, actor=actor)
-        campaigns.add_sender(
-            s,
-            sender_id="bench",
-            from_name="Bench",
-            from_address="news@clinic.example",
-            postal_address="1 Bench Way, Springfield MA",
-            organization_name="Bench",
-            actor=actor,
-        )
-        template = add_template(
-            s, TemplateSpec("t", "News", HTML, "marketing", ("first_name",)), actor=actor
-        )
-        made = campaigns.create_campaign(
-            s,
-            name="bench",
-            segment="all",
-            template_id=template.id,
-            sender_id="bench",
-            topic="news",
-            actor=actor,
-        )
-        campaigns.start_campaign(s, made.id, members=[contact_id], membership_ref="b", actor=actor)
-    return made.id, contact_id
+        row = s.execute(select(OutboxMessage.campaign_id, OutboxMessage.contact_id)).one()
+    assert row.campaign_id is not None
+    return row.campaign_id, row.contact_id
 
 
 def fill_to(ws: Workspace, campaign_id: str, contact_id: str, have: int, want: int) -> None:
@@ -175,7 +125,10 @@ def main() -> None:
     parser.add_argument("--database-url", default="")
     args = parser.parse_args()
     depths = sorted(int(d) for d in args.depths.split(","))
-    ws, folder = fresh_workspace(args.database_url)
+    folder = Path(tempfile.mkdtemp(prefix="carepost-claim-"))
+    data_dir, url, _ = setup(args.database_url, folder, 1)
+    settings = Settings(data_dir=Path(data_dir), database_url=url)
+    ws = open_workspace(settings=settings)
     try:
         campaign_id, contact_id = campaign(ws)
         kind = ws.engine.dialect.name
@@ -205,7 +158,9 @@ def main() -> None:
             )
         print(f"anchor: the claim with the index at {depths[0]:,} queued, {anchor * 1e3:.1f} ms")
     finally:
-        drop(ws, folder)
+        ws.close()
+        drop(Workspace(settings), Path(data_dir))
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":
