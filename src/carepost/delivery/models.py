@@ -31,9 +31,9 @@ class OutboxMessage(Base):
     __table_args__ = (
         Index("ix_outbox_due", "state", "lane", "next_attempt_at"),
         # The claim's order over due rows only: a claim reads its batch off the front of
-        # this index instead of sorting every due row of every campaign (565 ms against
-        # 4 ms a claim of 500 with 200,000 rows queued, docs/benchmarks.md). The hot
-        # path's state changes go to states outside it, so they add no entries.
+        # this index instead of sorting every due row of every campaign (a claim of 500
+        # with 200,000 queued on PostgreSQL: 35 against 342 ms, docs/benchmarks.md). The
+        # hot path's state changes go to states outside it, so they add no entries.
         Index(
             "ix_outbox_ready",
             "lane",

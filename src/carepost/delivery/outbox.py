@@ -160,15 +160,15 @@ def _ordered_by_index(session: Session) -> Iterator[None]:
     yet, and the join to `campaigns` (running, not rate-limited) is estimated to keep a
     handful of rows. Planned for a handful, reading and sorting every due row looks
     cheaper than an ordered index scan, and a claim then costs the whole queue. Only
-    this statement: the setting goes back before the claim writes anything."""
+    this statement: the setting goes back before the claim writes anything. (Not in a
+    `finally`: after an error the transaction is aborted and rolls the setting back
+    itself, and a SET there would only hide the error.)"""
     if session.get_bind().dialect.name != "postgresql":
         yield
         return
     session.execute(text("SET LOCAL enable_sort = off"))
-    try:
-        yield
-    finally:
-        session.execute(text("SET LOCAL enable_sort = on"))
+    yield
+    session.execute(text("SET LOCAL enable_sort = on"))
 
 
 def _lock(session: Session, stmt):  # type: ignore[no-untyped-def]

@@ -4,9 +4,9 @@ The claim selects the oldest due rows of running campaigns, `ORDER BY lane,
 next_attempt_at, id LIMIT n`. `ix_outbox_due` starts with `state`, and the claim asks
 for three states, so no index gave that order: the planner read and sorted every due
 row for each claim (on PostgreSQL, `FOR UPDATE` also keeps the sort from being a top-N
-one). With 200,000 rows queued a claim of 500 took 565 ms; reading this index from its
-front, 4 ms. Only due rows are in it, so sending (claimed, attempt_started, sent) adds no
-entries to it.
+one). With 200,000 rows queued, the claim's SELECT of 500 took 565 ms; reading this
+index from its front, 4 ms. Only due rows are in it, so sending (claimed,
+attempt_started, sent) adds no entries to it.
 
 The predicate must stay the same text as `delivery.models.READY`, with which the claim
 spells its condition: SQLite uses a partial index only for that same term.
