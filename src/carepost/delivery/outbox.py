@@ -302,16 +302,18 @@ def claim(
         room = min(allowance, limit - len(rows))
         if room <= 0:
             continue
-        with _ordered_by_index(session):
-            rows += session.execute(
-                _lock(
-                    session,
-                    select(*columns)
-                    .where(*is_due, OutboxMessage.campaign_id == campaign_id)
-                    .order_by(*order)
-                    .limit(room),
-                )
-            ).all()
+        # Not pinned to ix_outbox_ready: one campaign's rows may lie far behind other
+        # campaigns' in that index's order, and the planner may rather read them by
+        # ix_outbox_campaign_id and sort that campaign's rows alone.
+        rows += session.execute(
+            _lock(
+                session,
+                select(*columns)
+                .where(*is_due, OutboxMessage.campaign_id == campaign_id)
+                .order_by(*order)
+                .limit(room),
+            )
+        ).all()
     return _lease(session, rows, worker=worker, at=at, lease=lease)
 
 
