@@ -19,7 +19,6 @@ The machine's ceiling, same run: what the setup costs any sender there (an RSA-2
 signature, timed after the send on the idle machine, plus stunnel's and smtp-sink's CPU
 a message in the send), and the rate two cores would reach if nothing else cost anything.
 
-    apt-get install postfix stunnel4      # smtp-sink, smtp-source, stunnel4
 With `--runs N` the campaign is sent N times, each time on a fresh copy of the set-up
 database (the set-up, minutes for 20,000 contacts, is paid once), each send followed by
 its own anchor; the last line lists every run. The host's speed drifts between minutes,
@@ -47,7 +46,7 @@ from typing import Any
 from _common import drop, fresh_workspace, machine
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from sqlalchemy import func, select
+from sqlalchemy import func, make_url, select
 
 from carepost.audit.actor import Actor
 from carepost.campaigns import service as campaigns
@@ -403,15 +402,11 @@ def copy_database(url: str, run: int, folder: Path) -> str:
             return f"sqlite:///{target.resolve()}"
         name = engine.url.database
         copy = f"{name}_run{run}"
-        admin = make_engine(str(engine.url.set(database="postgres")))
-        try:
-            with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{copy}"')
-                conn.exec_driver_sql(
-                    f'CREATE DATABASE "{copy}" TEMPLATE "{name}" STRATEGY FILE_COPY'
-                )
-        finally:
-            admin.dispose()
+        on_server(
+            url,
+            f'DROP DATABASE IF EXISTS "{copy}"',
+            f'CREATE DATABASE "{copy}" TEMPLATE "{name}" STRATEGY FILE_COPY',
+        )
         return engine.url.set(database=copy).render_as_string(hide_password=False)
     finally:
         engine.dispose()
@@ -424,14 +419,22 @@ def drop_copy(url: str) -> None:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{engine.url.database}{suffix}").unlink(missing_ok=True)
             return
-        admin = make_engine(str(engine.url.set(database="postgres")))
-        try:
-            with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{engine.url.database}"')
-        finally:
-            admin.dispose()
+        on_server(url, f'DROP DATABASE IF EXISTS "{engine.url.database}"')
     finally:
         engine.dispose()
+
+
+def on_server(url: str, *statements: str) -> None:
+    """Statements that must run outside the database they name (PostgreSQL)."""
+    admin = make_engine(
+        make_url(url).set(database="postgres").render_as_string(hide_password=False)
+    )
+    try:
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+    finally:
+        admin.dispose()
 
 
 def timed_send(
@@ -441,9 +444,9 @@ def timed_send(
     tls_port: int,
     ca: Path,
     size: int,
-) -> tuple[float, float]:
+) -> float:
     """One timed send of the whole campaign by `args.workers` processes; prints the rate
-    and where the CPU went. Returns (rate, CPU seconds a message of every process)."""
+    and where the CPU went, and returns the rate."""
     ctx = multiprocessing.get_context("spawn")
     manager = ctx.Manager()
     ready, done, measured = (manager.Barrier(args.workers + 1) for _ in range(3))
@@ -499,7 +502,7 @@ def timed_send(
         f"smtp-sink {relay * 1e6:,.0f} µs; with everything else free a sender tops out "
         f"near {ceiling:,.0f} msg/s on this machine; carepost: {rate / ceiling:.0%} of it"
     )
-    return rate, per_message
+    return rate
 
 
 def anchor(recipients: int, message: Path, sink_port: int) -> float:
@@ -570,7 +573,7 @@ def main() -> None:
             os.sync()
             time.sleep(2)
             try:
-                rate, _ = timed_send(args, data_dir, run_url, tls_port, ca, size)
+                rate = timed_send(args, data_dir, run_url, tls_port, ca, size)
             finally:
                 drop_copy(run_url)
             a_elapsed = anchor(args.recipients, message, sink_port)
