@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The revision of the newest file in migrations/versions (tests/unit/test_migrate_head.py).
-HEAD = "0018"
+HEAD = "0019"
 VERSION_TABLE = "alembic_version"
 
 

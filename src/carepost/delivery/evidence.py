@@ -13,7 +13,8 @@ from carepost.campaigns.models import Campaign
 from carepost.clock import isoformat_utc
 from carepost.consent.models import GateDecision, GateRun
 from carepost.content.models import Template
-from carepost.delivery.models import DeliveryAttempt, OutboxMessage, OutboxTransition
+from carepost.delivery.models import DeliveryAttempt, OutboxMessage
+from carepost.delivery.timeline import read as read_timeline
 from carepost.portal.service import evidence as portal_evidence
 from carepost.segments.models import SegmentFreeze
 from carepost.staff.principal import Principal
@@ -60,11 +61,7 @@ def evidence(
         )
         .order_by(GateRun.decided_at)
     ).all()
-    timeline = session.execute(
-        select(OutboxTransition.state, OutboxTransition.at, OutboxTransition.detail)
-        .where(OutboxTransition.outbox_id == outbox_id)
-        .order_by(OutboxTransition.seq)
-    ).all()
+    timeline = read_timeline(session, outbox_id)
     if campaign is not None and campaign.kind != "campaign":
         # A hidden campaign (one-off messages, journey steps) can send to one contact many
         # times: keep the gate runs of this message's own prepares, which record their

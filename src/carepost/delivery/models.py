@@ -65,7 +65,9 @@ class OutboxMessage(Base):
 
 
 class OutboxTransition(Base):
-    """Every state change with its time: the timeline of the proof-of-delivery report."""
+    """A state change with its time, outside a sending attempt (queued, claimed, denied,
+    lease expired, ...). An attempt's start and result are its `delivery_attempts` row;
+    delivery.timeline reads the two as the evidence report's timeline."""
 
     __tablename__ = "outbox_transitions"
 
@@ -105,6 +107,13 @@ class DeliveryAttempt(Base):
     tls_cipher: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # The recipient's domain (never the address): per-domain reports and bounce rates.
     recipient_domain: Mapped[str | None] = mapped_column(String(253), nullable=True)
+    # The attempt is its message's timeline from claim to result (delivery.timeline): the
+    # seq of the `claimed` transition it follows, and the state and reason the outbox row
+    # took when it finished. Rows from before migration 0019 have none of the three; their
+    # attempt_started and result are outbox_transitions rows.
+    claim_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    result_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    result_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class ArchivedMessage(Base):

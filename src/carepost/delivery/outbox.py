@@ -42,6 +42,9 @@ class Claimed:
     last_reason: str | None = None
     held_back: int = 0
     lane: int = LANE_CAMPAIGN
+    # The seq of this claim's `claimed` transition: the attempt row records it, which
+    # places the attempt's own timeline (started, result) after it (delivery.timeline).
+    claim_seq: int | None = None
 
     @property
     def spends_unknown_retry(self) -> bool:
@@ -196,18 +199,22 @@ def transition(
     session: Session,
     changes: Sequence[tuple[str, str, str | None]],
     at: datetime,
-) -> None:
-    """Record (outbox id, new state, detail) for each row, in one executemany."""
+) -> dict[str, int]:
+    """Record (outbox id, new state, detail) for each row, in one executemany; returns
+    each row's new seq. (A sending attempt's start and result are not recorded here: the
+    attempt row holds them, see delivery.timeline.)"""
     if not changes:
-        return
-    seqs = _next_seq(session, [c[0] for c in changes])
+        return {}
+    found = _next_seq(session, [c[0] for c in changes])
+    seqs = {oid: found.get(oid, 0) for oid, _, _ in changes}
     at_value = driver_value(session, OutboxTransition.__table__.c.at, at)
     bulk_insert(
         session,
         OutboxTransition.__table__,
         ("outbox_id", "seq", "state", "at", "detail"),
-        [(oid, seqs.get(oid, 0), state, at_value, detail) for oid, state, detail in changes],
+        [(oid, seqs[oid], state, at_value, detail) for oid, state, detail in changes],
     )
+    return seqs
 
 
 def expire_leases(session: Session, *, at: datetime, limit: int = 1000) -> int:
@@ -329,7 +336,7 @@ def _lease(
         .where(among(session, OutboxMessage.id, [r.id for r in rows]))
         .values(state="claimed", lease_owner=worker, lease_until=until, updated_at=at)
     )
-    transition(session, [(r.id, "claimed", worker[:64]) for r in rows], at)
+    seqs = transition(session, [(r.id, "claimed", worker[:64]) for r in rows], at)
     return [
         Claimed(
             r.id,
@@ -341,6 +348,7 @@ def _lease(
             r.last_reason,
             r.held_back,
             r.lane,
+            seqs[r.id],
         )
         for r in rows
     ]

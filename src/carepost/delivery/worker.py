@@ -5,7 +5,9 @@
    the batch (consent.service.gate_batch: the state is read under lock, so a revocation
    that committed before is seen, and one that commits after waits), read the allowed
    contacts through the audited bulk door, render, build, sign, archive the exact bytes
-   sealed under each contact's key, and move the rows to `attempt_started`. Commit. From
+   sealed under each contact's key, write the attempt rows (which are also the timeline's
+   attempt_started and result: delivery.timeline), and move the rows to
+   `attempt_started`. Commit. From
    here on a crash leaves the rows `attempt_started`, which the next claim after the lease
    turns into `unknown` (retried once), never lost.
 3. send concurrently through the transport, then record every result in one transaction:
@@ -135,6 +137,8 @@ _FINAL_ATTEMPT_COLUMNS = (
     "tls_version",
     "tls_cipher",
     "method",
+    "result_state",
+    "result_reason",
 )
 
 
@@ -483,6 +487,7 @@ class Worker:
                     composed.dkim,
                     at_value,
                     composed.rcpt.rpartition("@")[2].lower(),
+                    row.claim_seq,
                 )
             )
         self._finish_without_send(session, denied, "denied", "gate_denied", at)
@@ -509,9 +514,8 @@ class Worker:
                     for p in prepared
                 ],
             )
-            outbox.transition(
-                session, [(p.claimed.id, "attempt_started", None) for p in prepared], at
-            )
+            # No attempt_started transitions: the attempt row below is that record
+            # (its started_at and claim_seq; delivery.timeline).
             bulk_insert(
                 session,
                 DeliveryAttempt.__table__,
@@ -526,6 +530,7 @@ class Worker:
                     "dkim",
                     "started_at",
                     "recipient_domain",
+                    "claim_seq",
                 ),
                 attempt_rows,
             )
@@ -649,7 +654,6 @@ class Worker:
         at = self.clock()
         outbox_params = []
         attempt_params = []
-        changes = []
         alerts: Counter[str] = Counter()
         hard_bounces: list[tuple[str, str, str]] = []
         for p, attempt in zip(prepared, attempts, strict=True):
@@ -687,11 +691,12 @@ class Worker:
                     attempt.tls_version,
                     attempt.tls_cipher,
                     _method(p, attempt, self.transport.method),
+                    nxt.state,
+                    nxt.reason,
                     p.claimed.id,
                     p.attempt_no,
                 )
             )
-            changes.append((p.claimed.id, nxt.state, nxt.reason))
             if outcome.alert is not None:
                 alerts[outcome.reason] += 1
             if outcome.bounce == "hard":
@@ -710,7 +715,8 @@ class Worker:
             ("outbox_id", "attempt"),
             attempt_params,
         )
-        outbox.transition(session, changes, at)
+        # The results are not outbox_transitions rows: the attempt rows just updated
+        # hold them (result_state, result_reason, finished_at; delivery.timeline).
         for kind, count in alerts.items():
             session.add(
                 DeliveryAlert(

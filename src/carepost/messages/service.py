@@ -36,7 +36,8 @@ from carepost.content.service import latest_template
 from carepost.crypto.envelope import unwrap_dek
 from carepost.crypto.keyring import KeyRing
 from carepost.delivery import outbox
-from carepost.delivery.models import OutboxMessage, OutboxTransition
+from carepost.delivery.models import OutboxMessage
+from carepost.delivery.timeline import read as read_timeline
 from carepost.messages.data import DataValue, check_data, declared_keys, seal_data
 from carepost.messages.models import MessageData
 from carepost.staff.principal import Principal
@@ -285,14 +286,7 @@ def message_status(session: Session, *, principal: Principal, message_id: str) -
     ).scalar_one_or_none()
     if row is None:
         raise MessageError("id", "no such message", status=404)
-    timeline = [
-        (state, at)
-        for state, at in session.execute(
-            select(OutboxTransition.state, OutboxTransition.at)
-            .where(OutboxTransition.outbox_id == message_id)
-            .order_by(OutboxTransition.seq)
-        )
-    ]
+    timeline = [(state, at) for state, at, _ in read_timeline(session, message_id)]
     return MessageStatus(
         row.id,
         row.state,

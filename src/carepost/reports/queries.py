@@ -35,7 +35,7 @@ from carepost.consent.models import Consent, GateDecision, GateRun, Suppression
 from carepost.consent.service import LOOKUP_KIND
 from carepost.contacts.models import ContactLookup
 from carepost.db import READ_ONLY
-from carepost.delivery.models import DeliveryAttempt, OutboxMessage, OutboxTransition
+from carepost.delivery.models import DeliveryAttempt, OutboxMessage
 from carepost.reports.campaign import (
     UNSUBSCRIBE_ALL,
     BounceRow,
@@ -51,7 +51,6 @@ from carepost.tracking.models import EngagementEvent
 
 o = OutboxMessage.__table__
 e = EngagementEvent.__table__
-t = OutboxTransition.__table__
 da = DeliveryAttempt.__table__
 
 # Verdict populations counted apart (measures.Tally's fields, in order); None: every event.
@@ -224,15 +223,16 @@ def bounce_rows(conn: Connection, campaign_id: str) -> list[BounceRow]:
 def opt_outs(conn: Connection, campaign: CampaignInfo) -> list[OptOut]:
     """Opt-outs of the campaign's channel and topic, and unsubscribe-all suppressions of
     the channel, by contacts this campaign's message reached, with when it reached them
-    (the first `sent` transition). The window and the later-campaign rule are applied by
-    campaign.attribute_unsubscribes. Starts from the opt-outs (few), not the messages."""
+    (the end of the first attempt the relay accepted). The window and the later-campaign
+    rule are applied by campaign.attribute_unsubscribes. Starts from the opt-outs (few),
+    not the messages."""
     c = Consent.__table__
-    sent_at = func.min(t.c.at)
+    sent_at = func.min(da.c.finished_at)
     topic_rows = conn.execute(
         select(o.c.contact_id, c.c.source, c.c.recorded_at, sent_at)
         .select_from(c)
         .join(o, and_(o.c.contact_id == c.c.contact_id, o.c.campaign_id == campaign.id))
-        .join(t, and_(t.c.outbox_id == o.c.id, t.c.state == "sent"))
+        .join(da, and_(da.c.outbox_id == o.c.id, da.c.status == "sent"))
         .where(
             c.c.channel == campaign.channel,
             c.c.topic == campaign.topic,
@@ -249,7 +249,7 @@ def opt_outs(conn: Connection, campaign: CampaignInfo) -> list[OptOut]:
         .select_from(s)
         .join(lk, lk.c.value_bi == s.c.address_bi)
         .join(o, and_(o.c.contact_id == lk.c.contact_id, o.c.campaign_id == campaign.id))
-        .join(t, and_(t.c.outbox_id == o.c.id, t.c.state == "sent"))
+        .join(da, and_(da.c.outbox_id == o.c.id, da.c.status == "sent"))
         .where(
             lk.c.kind == LOOKUP_KIND.get(campaign.channel, campaign.channel),
             s.c.channel == campaign.channel,
@@ -272,14 +272,14 @@ def later_sends(
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         rows = conn.execute(
-            select(o.c.contact_id, c.c.topic, func.min(t.c.at))
+            select(o.c.contact_id, c.c.topic, func.min(da.c.finished_at))
             .join(c, c.c.id == o.c.campaign_id)
-            .join(t, t.c.outbox_id == o.c.id)
+            .join(da, da.c.outbox_id == o.c.id)
             .where(
                 o.c.contact_id.in_(chunk),
                 c.c.channel == campaign.channel,
                 c.c.id != campaign.id,
-                t.c.state == "sent",
+                da.c.status == "sent",
             )
             .group_by(o.c.id, o.c.contact_id, c.c.topic)
         )
