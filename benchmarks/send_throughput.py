@@ -35,6 +35,7 @@ import multiprocessing
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -115,10 +116,28 @@ def cpu_by_program() -> dict[str, float]:
         except OSError:
             continue
         name = text[text.index("(") + 1 : text.rindex(")")]
+        if name == "postgres":
+            name = postgres_role(stat.parent)
         fields = text[text.rindex(")") + 2 :].split()
         used = (int(fields[11]) + int(fields[12])) / tick
         seen[f"{stat.parent.name}:{name}"] = used
     return seen
+
+
+def postgres_role(proc: Path) -> str:
+    """A PostgreSQL process by what it does (its title): the backends serving the workers
+    apart from autovacuum and the server's own writers."""
+    try:
+        title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return "postgres"
+    if "autovacuum" in title:
+        return "postgres autovacuum"
+    if any(w in title for w in ("walwriter", "checkpointer", "background writer")):
+        return "postgres writers"
+    if title.startswith("postgres: ") and "(" in title:  # user database host(port) state
+        return "postgres backends"
+    return "postgres"
 
 
 def by_program(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
@@ -589,10 +608,10 @@ def main() -> None:
             )
             results.append((rate, a_rate / rate))
         if args.runs > 1:
-            rates = sorted(r for r, _ in results)
+            rates = [r for r, _ in results]
             print(
-                f"runs: {', '.join(f'{r:,.0f}' for r, _ in results)} msg/s (median "
-                f"{rates[len(rates) // 2]:,.0f}, lowest {rates[0]:,.0f}); ratios to the "
+                f"runs: {', '.join(f'{r:,.0f}' for r in rates)} msg/s (median "
+                f"{statistics.median(rates):,.0f}, lowest {min(rates):,.0f}); ratios to the "
                 f"anchor: {', '.join(f'{x:.1f}x' for _, x in results)}"
             )
     finally:
