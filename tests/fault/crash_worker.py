@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -37,11 +37,13 @@ if str(TESTS) not in sys.path:
 
 import trustme  # noqa: E402
 from sqlalchemy import create_engine, func, select, text  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
 
 from carepost.audit.actor import Actor  # noqa: E402
 from carepost.config import Settings  # noqa: E402
 from carepost.db import transaction  # noqa: E402
-from carepost.delivery.models import OutboxMessage  # noqa: E402
+from carepost.delivery import timeline  # noqa: E402
+from carepost.delivery.models import DeliveryAttempt, OutboxMessage, OutboxTransition  # noqa: E402
 from carepost.workspace import init_workspace  # noqa: E402
 from delivery_support import campaign_scenario  # noqa: E402
 from smtp_sink import start_sink  # noqa: E402
@@ -65,6 +67,9 @@ class CrashReport:
     stuck: int
     states: dict[str, int]
     seconds: float
+    # Messages whose timeline (delivery.timeline, as the evidence report reads it) is not
+    # queued, then claims, each attempt's start right after a claim, and one `sent` last.
+    broken_timelines: int = 0
 
     @property
     def ok(self) -> bool:
@@ -73,7 +78,52 @@ class CrashReport:
             and self.duplicates <= CONCURRENCY * self.kills
             and self.stuck == 0
             and self.states == {"sent": self.recipients}
+            and self.broken_timelines == 0
         )
+
+
+def _well_formed(states: list[str]) -> bool:
+    return (
+        len(states) >= 4
+        and states[0] == "queued"
+        and states[-1] == "sent"
+        and states.count("sent") == 1
+        and all(
+            states[i - 1] == "claimed" for i, st in enumerate(states) if st == "attempt_started"
+        )
+    )
+
+
+def broken_timelines(session: Session) -> int:
+    """Timelines read in bulk (two queries) and merged as delivery.timeline.read does."""
+    transitions: dict[str, list[timeline.TransitionRow]] = defaultdict(list)
+    attempts: dict[str, list[timeline.AttemptRow]] = defaultdict(list)
+    for oid, seq, state, at, detail in session.execute(
+        select(
+            OutboxTransition.outbox_id,
+            OutboxTransition.seq,
+            OutboxTransition.state,
+            OutboxTransition.at,
+            OutboxTransition.detail,
+        )
+    ):
+        transitions[oid].append((seq, state, at, detail))
+    for oid, *row in session.execute(
+        select(
+            DeliveryAttempt.outbox_id,
+            DeliveryAttempt.claim_seq,
+            DeliveryAttempt.started_at,
+            DeliveryAttempt.finished_at,
+            DeliveryAttempt.result_state,
+            DeliveryAttempt.result_reason,
+        )
+    ):
+        attempts[oid].append((row[0], row[1], row[2], row[3], row[4]))
+    return sum(
+        1
+        for oid in transitions.keys() | attempts.keys()
+        if not _well_formed([st for st, _, _ in timeline.merge(transitions[oid], attempts[oid])])
+    )
 
 
 def _worker_env(data_dir: Path, db_url: str, sink_port: int, ca_file: Path) -> dict[str, str]:
@@ -133,6 +183,7 @@ def run(db_url: str, recipients: int, kills: int, seed: int, workdir: Path) -> C
             time.sleep(LEASE_SECONDS)
         with transaction(ws.engine) as s:
             rows = s.execute(select(OutboxMessage.id, OutboxMessage.state)).all()
+            broken = broken_timelines(s)
         expected = {f"<{oid}@clinic.example>" for oid, _ in rows}
         ids = sink.state.message_ids()
         counts = Counter(ids)
@@ -146,6 +197,7 @@ def run(db_url: str, recipients: int, kills: int, seed: int, workdir: Path) -> C
             stuck=sum(1 for _, st in rows if st in ("claimed", "attempt_started")),
             states=dict(Counter(st for _, st in rows)),
             seconds=time.perf_counter() - started,
+            broken_timelines=broken,
         )
     finally:
         sink.stop()
@@ -202,7 +254,8 @@ def main() -> None:
     print(
         f"  received {report.received}, unique {report.unique}, lost {report.lost}, "
         f"duplicates {report.duplicates} (bound {CONCURRENCY * report.kills}), "
-        f"stuck {report.stuck}, final states {report.states}"
+        f"stuck {report.stuck}, final states {report.states}, "
+        f"broken timelines {report.broken_timelines}"
     )
     all_kills = report.kills == args.kills
     if not all_kills:

@@ -19,4 +19,5 @@ def test_kill_minus_nine_loses_nothing(db_url: str, tmp_path: Path) -> None:
     assert report.duplicates <= CONCURRENCY * report.kills
     assert report.stuck == 0
     assert report.states == {"sent": 400}
+    assert report.broken_timelines == 0
     assert report.kills >= 1
