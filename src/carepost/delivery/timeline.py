@@ -2,12 +2,13 @@
 hold it.
 
 `outbox_transitions` has the changes made outside a sending attempt: queued, claimed,
-gate denied, no address, lease expired, paused. The attempt itself (attempt_started and
-its result: sent, deferred, failed, unknown) is its `delivery_attempts` row: `started_at`,
-`finished_at`, `result_state`, `result_reason`. Writing those again as transitions cost
-two rows and two sequence queries a message on the worker's hot path, about 4 % of the
-CPU a message (docs/benchmarks.md). The attempt records the seq of the `claimed`
-transition it follows, which places it among the transitions.
+gate denied, no address, not encryptable, lease expired. The attempt itself
+(attempt_started and its result: sent, deferred, failed, unknown) is its
+`delivery_attempts` row: `started_at`, `finished_at`, `result_state`, `result_reason`.
+Writing those again as transitions cost two rows and two sequence queries a message on
+the worker's hot path: about 20 µs of PostgreSQL's CPU a message (docs/benchmarks.md),
+and two thirds of the rows of the outbox's largest table. The attempt records the seq of
+the `claimed` transition it follows, which places it among the transitions.
 
 Order: by time; at the same time (a test's frozen clock, or one worker's batch), by
 position: a transition at its seq, an attempt's start and result just after the claim
